@@ -1,0 +1,312 @@
+"""Configuration: built-in defaults, a YAML file, environment overrides, one validator.
+
+How it works: ``load_config(path)`` starts from ``DEFAULTS`` (never from the shipped
+``config.yaml``: contract §7 says keys a file leaves out take the built-in defaults), merges
+the file over them, then applies ``DISPATCH_<SECTION>__<KEY>=value`` environment variables
+(values parsed as YAML scalars), and validates the result. The first problem found stops
+start-up with a ``ConfigError`` naming the key, e.g. ``timers.respond_s: must be a positive
+number``. Relative paths are resolved against the config file's folder.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import os
+import zoneinfo
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from geo import DEMO_DIR
+
+ROLES = ("operator", "field", "supervisor", "intake", "admin")
+CRS_NAMES = ("wgs84", "gcj02", "bd09")
+
+# The bureau's common categories (contract §7); the shipped config.yaml lists the same.
+DEFAULT_CATEGORIES: list[dict[str, Any]] = [
+    {"id": "street_vending", "name": "占道经营 Street vending", "priority": 3},
+    {"id": "illegal_construction", "name": "违法建设 Illegal construction", "priority": 2},
+    {"id": "muck_truck", "name": "渣土车撒漏 Muck spilled by trucks", "priority": 2},
+    {"id": "cooking_fumes", "name": "油烟扰民 Cooking fumes", "priority": 3},
+    {"id": "noise", "name": "噪声扰民 Noise", "priority": 3},
+    {"id": "illegal_fishing", "name": "非法捕捞 Illegal fishing", "priority": 1},
+    {"id": "illegal_sand_mining", "name": "非法采砂 Illegal sand mining", "priority": 1},
+    {"id": "outdoor_advertising", "name": "违规户外广告 Illegal outdoor advertising",
+     "priority": 3},
+    {"id": "garbage_dumping", "name": "乱倒垃圾 Illegal dumping", "priority": 2},
+    {"id": "illegal_parking", "name": "违规停车 Illegal parking", "priority": 3},
+]
+
+DEFAULTS: dict[str, Any] = {
+    "server": {"host": "127.0.0.1", "port": 8080},
+    "store": "var/dispatch.db",
+    "store_options": {"synchronous": "FULL"},
+    "geo": {
+        "regions": str(DEMO_DIR / "regions.geojson"),
+        "zones": str(DEMO_DIR / "zones.geojson"),
+        "teams": str(DEMO_DIR / "teams.yaml"),
+    },
+    "routing": {"snap_m": 2000, "position_max_age_s": 300},
+    "timers": {"respond_s": 60, "depart_s": 180, "arrive_s": 900, "warn_fraction": 0.2,
+               "zones": {}},
+    "offline": {"max_skew_s": 30},
+    "categories": DEFAULT_CATEGORIES,
+    "auth": {"tokens": [], "token_file": "var/tokens.yaml"},
+    "limits": {"max_body_bytes": 65536, "max_json_depth": 32, "rate_per_s": 100,
+               "rate_burst": 400, "ws_max_message_bytes": 65536},
+    "ws": {"queue_size": 2000, "heartbeat_s": 20, "replay_max": 20000},
+    "timezone": "Asia/Shanghai",
+    "ui": {"tiles": None, "center": [121.2, 28.75], "zoom": 9},
+}
+
+
+class ConfigError(Exception):
+    """A configuration problem; ``key`` is the dotted path of the offending key."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"{key}: {problem}")
+        self.key = key
+        self.problem = problem
+
+
+@dataclass(frozen=True)
+class TokenSpec:
+    """One configured token, kept only as its SHA-256 digest."""
+
+    digest: str
+    role: str
+    region: str | None
+    unit: str | None
+    name: str
+
+
+@dataclass
+class Config:
+    """The validated configuration; ``raw`` keeps the merged tree."""
+
+    raw: dict[str, Any]
+    base_dir: Path
+
+    def __getitem__(self, key: str) -> Any:
+        return self.raw[key]
+
+    @property
+    def host(self) -> str:
+        return str(self.raw["server"]["host"])
+
+    @property
+    def port(self) -> int:
+        return int(self.raw["server"]["port"])
+
+    @property
+    def store(self) -> str:
+        return str(self.raw["store"])
+
+    @property
+    def tz(self) -> zoneinfo.ZoneInfo:
+        return zoneinfo.ZoneInfo(self.raw["timezone"])
+
+    def tokens(self) -> list[TokenSpec]:
+        return [_token_spec(t, f"auth.tokens[{i}]")
+                for i, t in enumerate(self.raw["auth"]["tokens"])]
+
+    @property
+    def token_file(self) -> Path:
+        return Path(self.raw["auth"]["token_file"])
+
+
+def hash_token(token: str) -> str:
+    """The stored form of a token: hex SHA-256 of its UTF-8 bytes."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def load_config(path: str | os.PathLike[str] | None = None,
+                env: dict[str, str] | None = None,
+                overrides: dict[str, Any] | None = None) -> Config:
+    """Load, merge and validate; raise ``ConfigError`` naming the first bad key."""
+    raw = copy.deepcopy(DEFAULTS)
+    base = Path.cwd()
+    if path is not None:
+        p = Path(path)
+        base = p.resolve().parent
+        try:
+            text = p.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError("config", f"cannot read {p}: {exc.strerror}") from None
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError("config", f"{p} is not valid YAML: {exc}") from None
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise ConfigError("config", "the top level must be a mapping")
+        _merge(raw, data, "")
+    _apply_env(raw, os.environ if env is None else env)
+    for dotted, value in (overrides or {}).items():
+        _set_path(raw, dotted, value)
+    _validate(raw)
+    _resolve_paths(raw, base)
+    return Config(raw=raw, base_dir=base)
+
+
+def _merge(into: dict[str, Any], data: dict[str, Any], prefix: str) -> None:
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if key not in DEFAULTS and not prefix:
+            raise ConfigError(dotted, "unknown key")
+        if isinstance(into.get(key), dict) and key not in ("zones",):
+            if not isinstance(value, dict):
+                raise ConfigError(dotted, "must be a mapping")
+            _merge(into[key], value, dotted + ".")
+        else:
+            into[key] = value
+
+
+def _apply_env(raw: dict[str, Any], env: dict[str, str] | os._Environ[str]) -> None:
+    for name, text in env.items():
+        if not name.startswith("DISPATCH_") or name in ("DISPATCH_CONFIG",):
+            continue
+        dotted = name[len("DISPATCH_"):].lower().replace("__", ".")
+        if dotted.split(".")[0] not in DEFAULTS:
+            continue
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            value = text
+        _set_path(raw, dotted, value)
+
+
+def _set_path(raw: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = raw
+    for part in parts[:-1]:
+        if not isinstance(node.get(part), dict):
+            node[part] = {}
+        node = node[part]
+    node[parts[-1]] = value
+
+
+def _need(cond: bool, key: str, problem: str) -> None:
+    if not cond:
+        raise ConfigError(key, problem)
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and v == v and abs(v) != float(
+        "inf")
+
+
+def _positive(raw: dict[str, Any], section: str, key: str, integer: bool = False) -> None:
+    v = raw[section][key]
+    kind = "integer" if integer else "number"
+    ok = _is_num(v) and v > 0 and (not integer or isinstance(v, int))
+    _need(ok, f"{section}.{key}", f"must be a positive {kind}, got {v!r}")
+
+
+def _validate(raw: dict[str, Any]) -> None:
+    srv = raw["server"]
+    _need(isinstance(srv.get("host"), str) and srv["host"] != "", "server.host",
+          "must be a host name or address")
+    port = srv.get("port")
+    _need(isinstance(port, int) and not isinstance(port, bool) and 0 <= port <= 65535,
+          "server.port", f"must be an integer 0..65535, got {port!r}")
+    _need(isinstance(raw["store"], str) and raw["store"] != "", "store",
+          "must be a file path or a redis:// URL")
+    sync = raw["store_options"].get("synchronous")
+    _need(sync in ("FULL", "NORMAL"), "store_options.synchronous", "must be FULL or NORMAL")
+    for key in ("regions", "teams"):
+        _need(isinstance(raw["geo"].get(key), str), f"geo.{key}", "must be a file path")
+    _need(raw["geo"].get("zones") is None or isinstance(raw["geo"]["zones"], str), "geo.zones",
+          "must be a file path or null")
+    _positive(raw, "routing", "snap_m")
+    _positive(raw, "routing", "position_max_age_s")
+    _validate_timers(raw["timers"], "timers")
+    for zone_id, t in raw["timers"]["zones"].items():
+        _need(isinstance(t, dict), f"timers.zones.{zone_id}", "must be a mapping")
+        _validate_timers(t, f"timers.zones.{zone_id}", partial=True)
+    _need(_is_num(raw["offline"]["max_skew_s"]) and raw["offline"]["max_skew_s"] >= 0,
+          "offline.max_skew_s", "must be a number >= 0")
+    _validate_categories(raw["categories"])
+    _need(isinstance(raw["auth"].get("tokens"), list), "auth.tokens", "must be a list")
+    for i, t in enumerate(raw["auth"]["tokens"]):
+        _token_spec(t, f"auth.tokens[{i}]")
+    for key in ("max_body_bytes", "max_json_depth", "rate_burst", "ws_max_message_bytes"):
+        _positive(raw, "limits", key, integer=True)
+    _positive(raw, "limits", "rate_per_s")
+    for key in ("queue_size", "replay_max"):
+        _positive(raw, "ws", key, integer=True)
+    _positive(raw, "ws", "heartbeat_s")
+    try:
+        zoneinfo.ZoneInfo(str(raw["timezone"]))
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ConfigError("timezone", f"unknown time zone {raw['timezone']!r}") from None
+    tiles = raw["ui"].get("tiles")
+    _need(tiles is None or (isinstance(tiles, dict) and isinstance(tiles.get("url"), str)),
+          "ui.tiles", "must be null or a mapping with a url")
+
+
+def _validate_timers(t: dict[str, Any], key: str, partial: bool = False) -> None:
+    known = {"respond_s", "depart_s", "arrive_s", "warn_fraction", "zones"}
+    for name, v in t.items():
+        _need(name in known, f"{key}.{name}", "unknown timer key")
+        if name == "zones":
+            _need(not partial and isinstance(v, dict), f"{key}.zones",
+                  "must be a mapping of zone id to timers")
+            continue
+        if name == "warn_fraction":
+            _need(_is_num(v) and 0 <= v < 1, f"{key}.{name}", f"must be in [0, 1), got {v!r}")
+        else:
+            _need(_is_num(v) and v > 0, f"{key}.{name}", f"must be a positive number, got {v!r}")
+
+
+def _validate_categories(cats: Any) -> None:
+    _need(isinstance(cats, list) and len(cats) > 0, "categories", "must be a non-empty list")
+    seen: set[str] = set()
+    for i, c in enumerate(cats):
+        key = f"categories[{i}]"
+        _need(isinstance(c, dict), key, "must be a mapping")
+        _need(isinstance(c.get("id"), str) and c["id"] != "", f"{key}.id", "must be a string")
+        _need(c["id"] not in seen, f"{key}.id", f"duplicate category {c['id']!r}")
+        seen.add(c["id"])
+        _need(isinstance(c.get("name", c["id"]), str), f"{key}.name", "must be a string")
+        pr = c.get("priority", 2)
+        _need(isinstance(pr, int) and not isinstance(pr, bool) and 1 <= pr <= 3,
+              f"{key}.priority", f"must be an integer 1..3, got {pr!r}")
+        timers = c.get("timers") or {}
+        _need(isinstance(timers, dict), f"{key}.timers", "must be a mapping")
+        _validate_timers(timers, f"{key}.timers", partial=True)
+
+
+def _token_spec(t: Any, key: str) -> TokenSpec:
+    _need(isinstance(t, dict), key, "must be a mapping with token and role")
+    tok = t.get("token")
+    _need(isinstance(tok, str) and len(tok) >= 8, f"{key}.token",
+          "must be a string of at least 8 characters (or sha256:<hex>)")
+    role = t.get("role")
+    _need(role in ROLES, f"{key}.role", f"must be one of {', '.join(ROLES)}, got {role!r}")
+    region, unit = t.get("region"), t.get("unit")
+    if role == "field":
+        _need(isinstance(unit, str), f"{key}.unit", "a field token must name its unit")
+    elif role in ("operator", "supervisor"):
+        _need(isinstance(region, str), f"{key}.region", f"a {role} token must name its region")
+    if tok.startswith("sha256:"):
+        digest = tok[7:].lower()
+        _need(len(digest) == 64 and all(ch in "0123456789abcdef" for ch in digest),
+              f"{key}.token", "sha256: must be followed by 64 hex digits")
+    else:
+        digest = hash_token(tok)
+    name = t.get("name") or f"{role}:{region or unit or '*'}"
+    return TokenSpec(digest=digest, role=role, region=region, unit=unit, name=str(name))
+
+
+def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
+    for key in ("regions", "zones", "teams"):
+        if raw["geo"].get(key):
+            raw["geo"][key] = str((base / raw["geo"][key]).resolve())
+    if not raw["store"].startswith(("redis://", "rediss://", "memory:")):
+        raw["store"] = str((base / raw["store"]).resolve())
+    raw["auth"]["token_file"] = str((base / raw["auth"]["token_file"]).resolve())

@@ -1,0 +1,168 @@
+"""The edge that carries out what the core decides: store first, then publish.
+
+How it works: every command goes to the pure ``Engine`` (with ``now`` from the clock), which
+returns the records of the change. The runtime appends them to the store and only when the
+store says they are durable does it answer the caller and hand the records to the listeners
+(the WebSocket hub, metrics). One task sleeps until the engine's next deadline (or until a
+command may have moved it) and calls ``engine.fire_due(now)``: one deadline book, never a
+timer per event. On start the engine is rebuilt from the journal, and deadlines that passed
+while the server was down fire once, before the server takes requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from dispatch.clock import Clock, SystemClock
+from dispatch.config import Config
+from dispatch.core.engine import Engine, Outcome
+from dispatch.core.policy import Category, Policy, TimerWindows
+from dispatch.core.records import Record
+from dispatch.routing import GeoRoutingPort
+from dispatch.store import open_store
+from dispatch.store.base import Store
+from geo.loader import GeoDataset, load_dataset
+from geo.router import Router
+from geo.units import UnitIndex
+
+log = logging.getLogger("dispatch.runtime")
+
+Listener = Callable[[list[Record]], None]
+
+
+class StoreUnavailableError(Exception):
+    """The store could not make a change durable; nothing was answered."""
+
+
+def build_policy(config: Config) -> Policy:
+    """Timer windows and categories from the validated configuration."""
+    t = config["timers"]
+    defaults = TimerWindows(respond_s=float(t["respond_s"]), depart_s=float(t["depart_s"]),
+                            arrive_s=float(t["arrive_s"]), warn_fraction=float(t["warn_fraction"]))
+    cats = {c["id"]: Category(id=c["id"], name=c.get("name", c["id"]),
+                              priority=int(c.get("priority", 2)), timers=dict(c.get("timers") or {}))
+            for c in config["categories"]}
+    zones = {z: dict(v) for z, v in (t.get("zones") or {}).items()}
+    return Policy(defaults=defaults, categories=cats, zones=zones,
+                  max_skew_s=float(config["offline"]["max_skew_s"]))
+
+
+class Runtime:
+    """Engine + store + geo + the deadline loop, for one server process."""
+
+    def __init__(self, config: Config, clock: Clock | None = None,
+                 dataset: GeoDataset | None = None, store: Store | None = None) -> None:
+        self.config = config
+        self.clock = clock or SystemClock()
+        g = config["geo"]
+        self.dataset = dataset or load_dataset(g["regions"], g.get("zones"), g["teams"])
+        self.router = Router(self.dataset, snap_m=float(config["routing"]["snap_m"]))
+        self.units = UnitIndex(self.dataset,
+                               position_max_age_s=float(config["routing"]["position_max_age_s"]))
+        self.port = GeoRoutingPort(self.router, self.units)
+        self.policy = build_policy(config)
+        self.engine = Engine(self.policy, self.port)
+        self.store: Store = store or open_store(
+            config.store, **_store_options(config))
+        self.listeners: list[Listener] = []
+        self.published_seq = 0
+        self._wake = asyncio.Event()
+        self._timer_task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+        self.healthy = True
+        self.fired_total: dict[str, int] = {}
+
+    def subscribe(self, listener: Listener) -> Callable[[], None]:
+        """Call ``listener(records)`` after each durable change; returns an unsubscribe."""
+        self.listeners.append(listener)
+        return lambda: self.listeners.remove(listener)
+
+    async def start(self) -> None:
+        """Open the store, rebuild state from the journal, fire overdue deadlines once."""
+        await self.store.open()
+        snap = await self.store.load_snapshot()
+        after = 0
+        if snap is not None and hasattr(Engine, "restore"):
+            after, blob = snap
+            self.engine = Engine.restore(blob, self.policy, self.port)
+        while True:
+            batch = await self.store.read(after_seq=after, limit=5000)
+            if not batch:
+                break
+            for rec in batch:
+                self.engine.apply(rec)
+            after = batch[-1].seq
+        self.published_seq = self.engine.last_seq
+        await self.fire_due()
+        self._timer_task = asyncio.create_task(self._deadline_loop(), name="deadlines")
+
+    async def stop(self) -> None:
+        """Stop the deadline loop and flush the store."""
+        if self._timer_task is not None:
+            self._timer_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._timer_task
+        await self.store.close()
+
+    # -- commands ---------------------------------------------------------------------------
+    async def create(self, fields: dict[str, Any], actor: str,
+                     idempotency_key: str | None = None) -> Outcome:
+        """Intake: route, dispatch, and answer once the record is durable."""
+        out = self.engine.create(fields, actor, self.clock.now(), idempotency_key=idempotency_key)
+        await self._commit(out.records)
+        return out
+
+    async def act(self, event_id: str, action: str, actor: str, **kw: Any) -> Outcome:
+        """A lifecycle action (respond, depart, …) carried out and made durable."""
+        out = self.engine.act(event_id, action, actor, self.clock.now(), **kw)
+        await self._commit(out.records)
+        return out
+
+    async def fire_due(self) -> Outcome:
+        """Fire every warning, breach and escalation due now."""
+        out = self.engine.fire_due(self.clock.now())
+        for rec in out.records:
+            self.fired_total[rec.action] = self.fired_total.get(rec.action, 0) + 1
+        await self._commit(out.records)
+        return out
+
+    async def _commit(self, records: list[Record]) -> None:
+        if not records:
+            return
+        self._wake.set()
+        try:
+            stored = await self.store.append(records)
+        except Exception as exc:  # the engine is now ahead of the journal: stop answering
+            self.healthy = False
+            log.exception("store append failed; the server stops taking changes")
+            raise StoreUnavailableError(str(exc)) from exc
+        self.published_seq = max(self.published_seq, records[-1].seq)
+        for listener in list(self.listeners):
+            try:
+                listener(stored or records)
+            except Exception:  # a failing listener never breaks the bus
+                log.exception("listener failed")
+
+    async def _deadline_loop(self) -> None:
+        while True:
+            due = self.engine.next_due()
+            delay = None if due is None else max(0.0, due - self.clock.now())
+            self._wake.clear()
+            if delay is None or delay > 0:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=delay)
+                continue
+            try:
+                await self.fire_due()
+            except StoreUnavailableError:
+                await asyncio.sleep(1.0)
+
+
+def _store_options(config: Config) -> dict[str, Any]:
+    if config.store.startswith(("redis://", "rediss://", "memory:")):
+        return {}
+    return {"synchronous": config["store_options"]["synchronous"]}

@@ -1,0 +1,62 @@
+"""Prometheus metrics (prometheus-client), one registry per application."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+
+class _StateCollector(Collector):
+    """Reads the live state at scrape time: nothing is counted twice or drifts."""
+
+    def __init__(self, state: Any) -> None:
+        self.state = state
+
+    def collect(self) -> Iterator[Any]:
+        rt = self.state.runtime
+        by = Counter((ev.get("status"), ev.get("tier")) for ev in rt.engine.events())
+        g = GaugeMetricFamily("dispatch_events", "Events by status and tier",
+                              labels=["status", "tier"])
+        for (status, tier), n in sorted(by.items(), key=str):
+            g.add_metric([str(status), str(tier)], n)
+        yield g
+        b = Counter(stage for ev in rt.engine.events() for stage in ev.get("breaches") or ())
+        c = CounterMetricFamily("dispatch_breaches", "Stage deadlines breached",
+                                labels=["stage"])
+        for stage in ("respond", "depart", "arrive"):
+            c.add_metric([stage], b.get(stage, 0))
+        yield c
+        hub = self.state.hub
+        yield GaugeMetricFamily("dispatch_ws_clients", "Connected WebSocket clients",
+                                value=len(hub.clients))
+        q = GaugeMetricFamily("dispatch_queue_depth", "Messages waiting in queues",
+                              labels=["queue"])
+        q.add_metric(["websocket"], hub.queue_depth())
+        depth = getattr(rt.store, "queue_depth", None)
+        q.add_metric(["store"], depth() if callable(depth) else 0)
+        yield q
+        yield CounterMetricFamily("dispatch_ws_slow_disconnects",
+                                  "Clients closed for not keeping up",
+                                  value=hub.disconnected_slow)
+        yield GaugeMetricFamily("dispatch_journal_seq", "Last journal sequence number",
+                                value=rt.engine.last_seq)
+
+
+class Metrics:
+    """Request latency histogram plus the state collector."""
+
+    def __init__(self, state: Any) -> None:
+        self.registry = CollectorRegistry()
+        self.latency = Histogram(
+            "dispatch_http_request_seconds", "HTTP request latency",
+            ["method", "route", "status"], registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
+        self.registry.register(_StateCollector(state))
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,223 @@
+"""WebSocket end to end with real `websockets` clients over loopback (contract §4)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+import websockets
+
+from tests.server.conftest import intake_body, point_in, start_server
+
+
+async def connect(srv, who: str, since: int | None = None):
+    q = f"?since={since}" if since is not None else ""
+    return await websockets.connect(srv.ws_url + q, additional_headers=srv.auth(who),
+                                    max_size=None)
+
+
+async def recv(ws, timeout: float = 3.0) -> dict[str, Any]:
+    return json.loads(await asyncio.wait_for(ws.recv(), timeout))
+
+
+async def recv_until(ws, pred, timeout: float = 5.0) -> dict[str, Any]:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while True:
+        msg = await recv(ws, max(0.01, end - loop.time()))
+        if pred(msg):
+            return msg
+
+
+async def nothing_for(ws, seconds: float, pred=lambda m: m.get("type") != "unit.updated"):
+    try:
+        while True:
+            msg = await recv(ws, seconds)
+            if pred(msg):
+                return msg
+    except asyncio.TimeoutError:
+        return None
+
+
+async def test_created_reaches_operators_in_scope_only(server):
+    hy = await connect(server, "huangyan")
+    jj = await connect(server, "jiaojiang")
+    city = await connect(server, "city")
+    for ws in (hy, jj, city):
+        snap = await recv(ws)
+        assert snap["type"] == "snapshot" and snap["events"] == [] and "seq" in snap
+    lon, lat = point_in(server, "331003")
+    _, ev = await server.call("POST", "/api/v1/events", "intake", json=intake_body(lon, lat))
+    for ws in (hy, city):
+        msg = await recv_until(ws, lambda m: m["type"] == "event.created")
+        assert msg["event"]["id"] == ev["id"] and msg["event"]["team"] == ev["team"]
+        assert msg["seq"] == ev["seq"]
+    assert await nothing_for(jj, 0.3) is None
+    for ws in (hy, jj, city):
+        await ws.close()
+
+
+async def test_subscribe_narrows_and_refuses_outside_scope(server):
+    hy = await connect(server, "city")
+    await recv(hy)
+    await hy.send(json.dumps({"type": "subscribe", "region": "331002", "id": 1}))
+    ack = await recv_until(hy, lambda m: m.get("id") == 1)
+    assert ack["type"] == "subscribed"
+    lon, lat = point_in(server, "331003")
+    await server.call("POST", "/api/v1/events", "intake", json=intake_body(lon, lat))
+    assert await nothing_for(hy, 0.3) is None
+    county = await connect(server, "huangyan")
+    await recv(county)
+    await county.send(json.dumps({"type": "subscribe", "region": "331002", "id": 2}))
+    err = await recv_until(county, lambda m: m.get("id") == 2)
+    assert err["type"] == "error" and err["error"]["code"] == "forbidden"
+    await hy.close()
+    await county.close()
+
+
+async def test_field_unit_acts_over_the_socket(server):
+    lon, lat = point_in(server, "331003")
+    _, ev = await server.call("POST", "/api/v1/events", "intake", json=intake_body(lon, lat))
+    who = server.field_token(ev["unit"])
+    ops = await connect(server, "huangyan")
+    await recv(ops)
+    phone = await connect(server, who)
+    snap = await recv(phone)
+    assert [e["id"] for e in snap["events"]] == [ev["id"]]
+    await phone.send(json.dumps({"type": "respond", "event": ev["id"], "id": "r1"}))
+    ack = await recv_until(phone, lambda m: m.get("id") == "r1")
+    assert ack["type"] == "ack" and ack["event"]["status"] == "responded"
+    upd = await recv_until(ops, lambda m: m["type"] == "event.updated")
+    assert upd["event"]["status"] == "responded"
+    await phone.send(json.dumps({"type": "position", "lon": lon, "lat": lat, "id": "p1"}))
+    ack = await recv_until(phone, lambda m: m.get("id") == "p1")
+    assert ack["type"] == "ack" and ack["unit"]["source"] == "reported"
+    moved = await recv_until(ops, lambda m: m["type"] == "unit.updated")
+    assert moved["unit"]["id"] == ev["unit"]
+    for bad, code in (("not json", "malformed_json"), ('{"type": "fly"}', "unknown_type"),
+                      ('{"no": "type"}', "invalid_message"),
+                      ('{"type": "cancel", "event": "%s"}' % ev["id"], "forbidden")):
+        await phone.send(bad)
+        err = await recv_until(phone, lambda m: m["type"] == "error")
+        assert err["error"]["code"] == code
+    await phone.send(json.dumps({"type": "ping"}))
+    assert (await recv_until(phone, lambda m: m["type"] == "pong"))["type"] == "pong"
+    await ops.close()
+    await phone.close()
+
+
+async def test_breach_escalates_to_county_socket(tmp_path):
+    srv = await start_server(tmp_path, timers={"respond_s": 0.6, "depart_s": 1.2,
+                                               "arrive_s": 30, "warn_fraction": 0.5})
+    try:
+        lon, lat = point_in(srv, "331003")
+        ds = srv.state.runtime.dataset
+        county = await connect(srv, "huangyan")
+        await recv(county)
+        _, ev = await srv.call("POST", "/api/v1/events", "intake", json=intake_body(lon, lat))
+        assert ev["tier"] == "township", "demo point must go to an empowered township"
+        types = []
+        while "event.escalated" not in types or types.count("timer.breached") < 1:
+            msg = await recv_until(county, lambda m: m["type"] != "unit.updated", 3.0)
+            types.append(msg["type"])
+            if msg["type"] == "timer.breached":
+                assert msg["stage"] == "respond" and "respond" in msg["event"]["breaches"]
+            if msg["type"] == "event.escalated":
+                assert msg["event"]["tier"] == "county"
+                assert msg["from"] == "township" and msg["to"] == "county"
+        assert types.index("timer.warning") < types.index("timer.breached")
+        # the depart deadline escalates to the city next
+        msg = await recv_until(county, lambda m: m["type"] == "event.escalated", 3.0)
+        assert msg["event"]["tier"] == "city"
+        assert ds.county_of(ev["township"]) == "331003"
+        await county.close()
+    finally:
+        await srv.session.close()
+        await srv.runner.cleanup()
+
+
+async def test_reconnect_with_since_gets_exactly_what_was_missed(server):
+    lon, lat = point_in(server, "331003")
+    jj = point_in(server, "331002")
+    ws = await connect(server, "huangyan")
+    snap = await recv(ws)
+    _, first = await server.call("POST", "/api/v1/events", "intake", json=intake_body(lon, lat))
+    msg = await recv_until(ws, lambda m: m["type"] == "event.created")
+    last = msg["seq"]
+    await ws.close()
+    # changes while away: two in scope, one outside
+    _, second = await server.call("POST", "/api/v1/events", "intake",
+                                  json=intake_body(lon, lat))
+    await server.call("POST", "/api/v1/events", "intake", json=intake_body(*jj))
+    await server.call("POST", f"/api/v1/events/{first['id']}/respond", "admin")
+    ws = await connect(server, "huangyan", since=last)
+    got = [await recv(ws), await recv(ws)]
+    assert [(m["type"], m["event"]["id"]) for m in got] == [
+        ("event.created", second["id"]), ("event.updated", first["id"])]
+    assert got[0]["seq"] < got[1]["seq"] and got[0]["seq"] > last
+    assert got[1]["event"]["status"] == "responded"
+    # then live messages, nothing repeated
+    _, third = await server.call("POST", "/api/v1/events", "intake", json=intake_body(lon, lat))
+    live = await recv_until(ws, lambda m: m["type"] != "unit.updated")
+    assert live["event"]["id"] == third["id"] and live["seq"] > got[1]["seq"]
+    assert await nothing_for(ws, 0.3) is None
+    await ws.close()
+    assert snap["seq"] == 0
+
+
+async def test_since_too_old_gets_snapshot(tmp_path):
+    srv = await start_server(tmp_path, ws={"replay_max": 2})
+    try:
+        lon, lat = point_in(srv, "331003")
+        for _ in range(4):
+            await srv.call("POST", "/api/v1/events", "intake", json=intake_body(lon, lat))
+        ws = await connect(srv, "huangyan", since=0)
+        snap = await recv(ws)
+        assert snap["type"] == "snapshot" and len(snap["events"]) == 4
+        assert snap["seq"] == srv.state.runtime.engine.last_seq
+        await ws.close()
+    finally:
+        await srv.session.close()
+        await srv.runner.cleanup()
+
+
+async def test_slow_client_is_dropped_while_others_keep_up(tmp_path):
+    srv = await start_server(tmp_path, ws={"queue_size": 5})
+    try:
+        lon, lat = point_in(srv, "331003")
+        slow = await connect(srv, "city")
+        fast = await connect(srv, "city")
+        await recv(fast)
+        # the slow client stops reading: its transport fills, then its queue overflows
+        slow.transport.pause_reading()
+        received = 0
+        for i in range(400):
+            await srv.call("POST", "/api/v1/events", "intake",
+                           json=intake_body(lon, lat, description="长" * 1500))
+            msg = await recv_until(fast, lambda m: m["type"] == "event.created", 2.0)
+            received += 1
+            assert msg["event"]["description"].startswith("长")
+            if srv.state.hub.disconnected_slow:
+                break
+        assert srv.state.hub.disconnected_slow == 1
+        assert len(srv.state.hub.clients) == 1
+        await fast.close()
+        slow.transport.resume_reading()
+        with pytest.raises(websockets.ConnectionClosed) as exc:
+            while True:
+                await recv(slow, 3.0)
+        assert exc.value.rcvd is not None and exc.value.rcvd.code == 1008
+    finally:
+        await srv.session.close()
+        await srv.runner.cleanup()
+
+
+async def test_websocket_rejects_missing_token_and_intake(server):
+    with pytest.raises(websockets.InvalidStatus) as exc:
+        await websockets.connect(server.ws_url)
+    assert exc.value.response.status_code == 401
+    with pytest.raises(websockets.InvalidStatus) as exc:
+        await connect(server, "intake")
+    assert exc.value.response.status_code == 403
