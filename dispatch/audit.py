@@ -1,0 +1,101 @@
+"""``dispatch audit verify``: check that the journal is an unbroken SHA-256 chain.
+
+Every record carries the hash of the one before it, so an edited, removed or reordered
+record breaks the chain at that record; the ``head`` row (last seq and hash, written in the
+same transaction as the records) catches a removed tail. The first bad record is named.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+import sys
+from typing import Any
+
+import orjson
+
+from dispatch.core.records import GENESIS, Record, compute_hash
+
+Result = tuple[bool, str, int | None]
+
+
+def verify_journal(store_or_path: Any) -> Result:
+    """(ok, message, first bad seq or None) for a SQLite journal file, a ``MemoryStore``
+    or a list of records. For any open store from async code use ``verify_store``."""
+    if isinstance(store_or_path, str | os.PathLike):
+        return _verify_sqlite(os.fspath(store_or_path))
+    if hasattr(store_or_path, "path") and not hasattr(store_or_path, "records"):
+        return _verify_sqlite(os.fspath(store_or_path.path))
+    return _verify_records(list(getattr(store_or_path, "records", store_or_path)))
+
+
+async def verify_store(store: Any) -> Result:
+    """The same check over any open ``Store`` (reads through the protocol)."""
+    return _verify_records(await store.read())
+
+
+def _verify_records(records: list[Record]) -> Result:
+    prev, expect = GENESIS, 1
+    for r in records:
+        bad = _check(r.seq, expect, r.prev_hash, prev, compute_hash(r, r.prev_hash), r.hash)
+        if bad:
+            return False, bad, expect
+        prev, expect = r.hash, expect + 1
+    return True, f"OK: {expect - 1} records, chain intact", None
+
+
+def _check(seq: int, expect: int, prev_hash: str, prev: str, actual: str,
+           stored: str) -> str | None:
+    if seq != expect:
+        what = "is missing" if seq > expect else "is out of order"
+        return f"record {expect} {what} (found record {seq} in its place)"
+    if actual != stored:
+        return f"record {expect} was altered (its content does not match its hash)"
+    if prev_hash != prev:
+        return f"record {expect} does not link to record {expect - 1} (removed or reordered)"
+    return None
+
+
+def _verify_sqlite(path: str) -> Result:
+    if not os.path.exists(path):
+        return False, f"no journal at {path}", None
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        prev, expect = GENESIS, 1
+        cur = conn.execute("SELECT seq, hash, data FROM journal ORDER BY seq")
+        for col_seq, stored, data in cur:
+            try:
+                d = orjson.loads(data)
+                seq, prev_hash = int(d["seq"]), str(d["prev_hash"])
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+                return False, f"record {expect} is unreadable", expect
+            if col_seq != seq:
+                return False, f"record {expect} is out of place (row {col_seq} holds " \
+                              f"record {seq})", expect
+            actual = hashlib.sha256(data).hexdigest()
+            bad = _check(seq, expect, prev_hash, prev, actual, stored)
+            if bad:
+                return False, bad, expect
+            prev, expect = stored, expect + 1
+        head = conn.execute("SELECT seq, hash FROM head").fetchone()
+        count = expect - 1
+        if head is not None and (head[0] != count or head[1] != prev):
+            if head[0] > count:
+                return False, f"record {count + 1} is missing (the journal ends early; " \
+                              f"its head says {head[0]})", count + 1
+            return False, f"the journal head does not match record {count}", count
+        return True, f"OK: {count} records, chain intact", None
+    finally:
+        conn.close()
+
+
+def verify_main(db_path: str) -> int:
+    """Print OK or the first bad record; exit status 0 when intact, 1 otherwise."""
+    ok, message, _ = verify_journal(db_path)
+    print(message if ok else f"TAMPERED: {message}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(verify_main(sys.argv[1]))

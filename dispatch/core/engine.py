@@ -1,0 +1,389 @@
+"""The dispatch engine: commands in, journal records out. Pure: every call takes ``now``.
+
+How it works: the engine keeps the current state of every event as a plain JSON-able dict
+and never mutates one in place: each change builds a new dict, which becomes both the new
+state and the ``after`` of the change's ``Record``. ``create``/``act``/``fire_due`` return an
+``Outcome`` whose records the edge appends to the store before answering or publishing.
+``apply`` replays stored records (its own after a restart, or another instance's), ignoring
+any it has already seen, so state is always a fold over the journal. All open events' timers
+live in one ``DeadlineBook``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from dispatch.core import lifecycle as lc
+from dispatch.core.deadlines import DeadlineBook
+from dispatch.core.errors import IllegalTransitionError, InvalidActionError, NotFoundError
+from dispatch.core.policy import Policy, TimerWindows
+from dispatch.core.records import Record
+from dispatch.core.routing import RoutingPort
+
+STAGES = ("respond", "depart", "arrive")
+STAGE_DONE = {"respond": "responded_at", "depart": "departed_at", "arrive": "arrived_at"}
+SYSTEM = "system"
+_ALWAYS_BEFORE = ("status", "tier", "team", "unit")
+_NOT_DIFFED = frozenset(("timeline", "version", "seq", "updated_at"))
+
+
+@dataclass
+class Outcome:
+    """What a command did: the event now, and the new (not yet stored) records."""
+
+    event: dict[str, Any] | None
+    records: list[Record] = field(default_factory=list)
+    created: bool = False
+    noop: bool = False
+
+
+class Engine:
+    """All events, their lifecycle, timers and escalation, as a fold over the journal."""
+
+    def __init__(self, policy: Policy, routing: RoutingPort) -> None:
+        self.policy = policy
+        self.routing = routing
+        self.last_seq = 0
+        self._counter = 0
+        self._events: dict[str, dict[str, Any]] = {}
+        self._open: dict[str, None] = {}
+        self._busy: dict[str, str] = {}
+        self._by_external: dict[tuple[Any, str], str] = {}
+        self._by_key: dict[str, str] = {}
+        self._book = DeadlineBook()
+
+    # -- queries ----------------------------------------------------------------------------
+    def get(self, event_id: str) -> dict[str, Any]:
+        """The current state of an event (read-only); ``NotFoundError`` if unknown."""
+        try:
+            return self._events[event_id]
+        except KeyError:
+            raise NotFoundError(f"no event {event_id!r}") from None
+
+    def events(self) -> Iterator[dict[str, Any]]:
+        """Every event, in creation order."""
+        return iter(list(self._events.values()))
+
+    def open_events(self) -> Iterator[dict[str, Any]]:
+        """Events not yet resolved or cancelled."""
+        return (self._events[e] for e in list(self._open))
+
+    def busy_units(self) -> dict[str, str]:
+        """Units assigned to open events: unit id → event id."""
+        return dict(self._busy)
+
+    def next_due(self) -> float | None:
+        """When ``fire_due`` next has something to do (None: nothing scheduled)."""
+        return self._book.peek()
+
+    # -- commands ---------------------------------------------------------------------------
+    def create(self, fields: dict[str, Any], actor: str, now: float,
+               idempotency_key: str | None = None) -> Outcome:
+        """Intake: route, dispatch at once if a team is found, start the 1/3/15 clocks.
+
+        Same (source, external_id) or same idempotency key again → the existing event, no
+        record (contract §3).
+        """
+        existing = self._find_existing(fields, idempotency_key)
+        if existing is not None:
+            return Outcome(existing, [], created=False, noop=True)
+        cat = self.policy.category(fields["category"])
+        loc = fields["location"]
+        route = self.routing.route(loc["lon"], loc["lat"])
+        eid = f"E{self._counter + 1:07d}"
+        ev: dict[str, Any] = {
+            "id": eid, "status": "new", "tier": None, "category": cat.id,
+            "description": fields.get("description", ""), "source": fields.get("source"),
+            "priority": cat.priority if fields.get("priority") is None else fields["priority"],
+            "external_id": fields.get("external_id"), "idempotency_key": idempotency_key,
+            "location": loc, "reporter": fields.get("reporter"),
+            "reported_at": fields.get("reported_at"),
+            "grid": route.grid, "township": route.township, "county": route.county,
+            "city": route.city, "zone": route.zone, "team": None, "unit": None,
+            "mutual_aid": False,
+            "routing": {"route": route.explanation, "snapped_m": route.snapped_m, "unit": None},
+            "created_at": now, "dispatched_at": None, "responded_at": None,
+            "departed_at": None, "arrived_at": None, "resolved_at": None, "cancelled_at": None,
+            "deadlines": {s: None for s in STAGES}, "warn_at": {s: None for s in STAGES},
+            "fired": [], "breaches": [], "escalations": [],
+            "timeline": [_entry(now, now, "created", actor, None, "new", None)],
+            "version": 0, "seq": 0, "updated_at": now,
+        }
+        if route.team is not None:
+            level = route.team_level or self.routing.team_level(route.team) or "township"
+            self._dispatch(ev, route.team, level, now, actor, initial=True)
+        else:  # rare: no team anywhere up the tree; an operator must reassign
+            ev["tier"] = "township" if route.township else "county" if route.county else "city"
+        self._counter += 1
+        rec = self._record(ev, {k: None for k in _ALWAYS_BEFORE}, "created", actor, now, now,
+                           None, None)
+        return Outcome(ev, [rec], created=True)
+
+    def act(self, event_id: str, action: str, actor: str, now: float, at: float | None = None,
+            unit: str | None = None, team: str | None = None,
+            note: str | None = None) -> Outcome:
+        """Carry out one lifecycle action (respond/depart/arrive/resolve/cancel/escalate/
+        reassign). Illegal → ``IllegalTransitionError`` and nothing changes; an action that
+        already happened → ``Outcome(noop=True)`` with the current state."""
+        ev = self.get(event_id)
+        if action not in lc.ACTIONS:
+            raise InvalidActionError(f"unknown action {action!r}", "action")
+        if lc.is_replay(ev, action):
+            return Outcome(ev, [], noop=True)
+        status = lc.next_status(ev["status"], action)
+        t = self._check_at(ev, now, at)
+        new = _copy(ev)
+        new["status"] = status
+        extra: dict[str, Any] | None = None
+        if action in STAGE_DONE or action in ("resolve", "cancel"):
+            new[lc.STEP_FIELD[action]] = t
+            extra = self._complete(new, action, t)
+        elif action == "escalate":
+            extra = self._escalate(new, t, None, manual=True)
+            if extra is None:
+                raise IllegalTransitionError("the event is already at the city tier",
+                                             current_status=ev["status"])
+        else:  # reassign
+            if not self._reassign(new, now, actor, unit, team):
+                return Outcome(ev, [], noop=True)
+        new["timeline"].append(
+            _entry(t, now, lc.PAST[action], actor, ev["status"], status, note))
+        rec = self._record(new, ev, lc.PAST[action], actor, t, now, note, extra)
+        return Outcome(new, [rec])
+
+    def fire_due(self, now: float) -> Outcome:
+        """Every warning, breach and escalation due by ``now``, as records in due order.
+
+        A warning is skipped when its stage's breach is also due (it would say nothing new);
+        a breach below the city tier is followed by an ``escalated`` record (contract §5).
+        """
+        out: list[Record] = []
+        for due, eid, stage, kind in list(self._book.pop_due(now)):
+            ev = self._events.get(eid)
+            if ev is None or ev["status"] not in lc.OPEN_STATUSES:
+                continue
+            if ev[STAGE_DONE[stage]] is not None or f"{stage}:{kind}" in ev["fired"]:
+                continue
+            if kind == "warn" and (now >= ev["deadlines"][stage]
+                                   or f"{stage}:breach" in ev["fired"]):
+                continue
+            out.extend(self._fire(ev, due, now, stage, kind))
+        return Outcome(None, out)
+
+    # -- replay -----------------------------------------------------------------------------
+    def apply(self, record: Record) -> bool:
+        """Replay a stored record; records already applied (seq <= last_seq) are ignored.
+
+        Returns True when the record changed the state (an idempotent consumer).
+        """
+        if record.seq <= self.last_seq:
+            return False
+        self.last_seq = record.seq
+        after = record.after
+        self._counter = max(self._counter, int(after["id"][1:]))
+        self._index(self._events.get(after["id"]), after)
+        return True
+
+    def snapshot(self) -> bytes:
+        """The whole state as bytes, for ``Store.save_snapshot(engine.last_seq, blob)``."""
+        return orjson.dumps({"v": 1, "last_seq": self.last_seq, "counter": self._counter,
+                             "events": list(self._events.values())})
+
+    @classmethod
+    def restore(cls, blob: bytes, policy: Policy, routing: RoutingPort) -> Engine:
+        """An engine rebuilt from ``snapshot()``; replay the journal after its ``last_seq``."""
+        data = orjson.loads(blob)
+        eng = cls(policy, routing)
+        eng.last_seq = data["last_seq"]
+        eng._counter = data["counter"]
+        for ev in data["events"]:
+            eng._index(None, ev)
+        return eng
+
+    # -- internals --------------------------------------------------------------------------
+    def _find_existing(self, fields: dict[str, Any],
+                       key: str | None) -> dict[str, Any] | None:
+        eid = None
+        if key is not None:
+            eid = self._by_key.get(key)
+        if eid is None and fields.get("external_id") is not None:
+            eid = self._by_external.get((fields.get("source"), fields["external_id"]))
+        return self._events[eid] if eid is not None else None
+
+    def _check_at(self, ev: dict[str, Any], now: float, at: float | None) -> float:
+        if at is None:
+            return now
+        t = float(at)
+        if t > now + self.policy.max_skew_s:
+            raise InvalidActionError(
+                f"at is {t - now:.1f} s in the future (max skew {self.policy.max_skew_s} s)",
+                "at")
+        prev = max(ev[k] for k in ("created_at", "dispatched_at", "responded_at",
+                                   "departed_at", "arrived_at") if ev.get(k) is not None)
+        if t < prev:
+            raise InvalidActionError("at is before the event's previous step", "at")
+        return t
+
+    def _dispatch(self, ev: dict[str, Any], team: str, level: str, now: float,
+                  actor: str, unit: str | None = None, initial: bool = False) -> None:
+        """Assign team (+ unit) and start fresh 1/3/15 clocks from ``now``."""
+        ev["team"], ev["tier"], ev["status"], ev["dispatched_at"] = team, level, "dispatched", now
+        w = self.policy.windows(ev["category"], ev["zone"])
+        ev["deadlines"] = {s: now + w.window(s) for s in STAGES}
+        ev["warn_at"] = {s: now + w.window(s) * (1.0 - w.warn_fraction) for s in STAGES}
+        ev["fired"] = []
+        for k in ("responded_at", "departed_at", "arrived_at"):
+            ev[k] = None
+        if unit is None:
+            loc = ev["location"]
+            pick = self.routing.recommend(team, loc["lon"], loc["lat"], now, self._busy)
+            ev["unit"] = pick.unit if pick else None
+            ev["mutual_aid"] = bool(pick and pick.mutual_aid)
+            ev["routing"] = {**ev["routing"], "unit": pick.explanation if pick else None,
+                             "distance_m": pick.distance_m if pick else None}
+        else:
+            ev["unit"] = unit
+            ev["mutual_aid"] = self.routing.unit_team(unit) != team
+            ev["routing"] = {**ev["routing"], "unit": {"rule": "chosen by operator"},
+                             "distance_m": None}
+        if initial:
+            ev["timeline"].append(_entry(now, now, "dispatched", actor, "new", "dispatched",
+                                         None))
+
+    def _reassign(self, ev: dict[str, Any], now: float, actor: str, unit: str | None,
+                  team: str | None) -> bool:
+        if unit is None and team is None:
+            raise InvalidActionError("reassign needs a team or a unit", "team")
+        if unit is not None:
+            unit_team = self.routing.unit_team(unit)
+            if unit_team is None:
+                raise InvalidActionError(f"unknown unit {unit!r}", "unit")
+            holder = self._busy.get(unit)
+            if holder is not None and holder != ev["id"]:
+                raise InvalidActionError(f"unit {unit!r} is busy on {holder}", "unit")
+            team = team or unit_team
+            if unit == ev["unit"] and team == ev["team"]:
+                return False  # a retried reassign to what is already assigned
+        assert team is not None
+        level = self.routing.team_level(team)
+        if level is None:
+            raise InvalidActionError(f"unknown team {team!r}", "team")
+        self._dispatch(ev, team, level, now, actor, unit)
+        return True
+
+    def _complete(self, ev: dict[str, Any], action: str, t: float) -> dict[str, Any] | None:
+        stage = lc.STAGE_OF.get(action)
+        # contract §5: a stage met late is still recorded as breached (judged on ``at``).
+        if stage is not None and ev["deadlines"].get(stage) is not None:
+            if t > ev["deadlines"][stage] and stage not in ev["breaches"]:
+                ev["breaches"].append(stage)
+        if ev["escalations"] and action != "cancel":
+            tiers = list(dict.fromkeys(e["to"] for e in ev["escalations"]))
+            return {"recovered": True, "notify_tiers": tiers, "stage": stage}
+        return {"stage": stage} if stage else None
+
+    def _escalate(self, ev: dict[str, Any], t: float, stage: str | None,
+                  manual: bool = False) -> dict[str, Any] | None:
+        old = ev["tier"]
+        to = lc.next_tier(old)
+        if to is None:
+            return None
+        ev["tier"] = to
+        ev["escalations"].append({"at": t, "from": old, "to": to, "stage": stage,
+                                  "manual": manual})
+        return {"stage": stage, "from": old, "to": to, "manual": manual}
+
+    def _fire(self, ev: dict[str, Any], due: float, now: float, stage: str,
+              kind: str) -> list[Record]:
+        new = _copy(ev)
+        new["fired"].append(f"{stage}:{kind}")
+        if kind == "warn":
+            new["timeline"].append(_entry(due, now, "warned", SYSTEM, ev["status"],
+                                          ev["status"], stage))
+            return [self._record(new, ev, "warned", SYSTEM, due, now, None, {"stage": stage})]
+        if stage not in new["breaches"]:
+            new["breaches"].append(stage)
+        new["timeline"].append(_entry(due, now, "breached", SYSTEM, ev["status"],
+                                      ev["status"], stage))
+        out = [self._record(new, ev, "breached", SYSTEM, due, now, None, {"stage": stage})]
+        # contract §5: each breach raises the tier one level, township → county → city.
+        if lc.next_tier(new["tier"]) is not None:
+            prev = new
+            new = _copy(prev)
+            extra = self._escalate(new, due, stage)
+            new["timeline"].append(_entry(due, now, "escalated", SYSTEM, ev["status"],
+                                          ev["status"], stage))
+            out.append(self._record(new, prev, "escalated", SYSTEM, due, now, None, extra))
+        return out
+
+    def _record(self, new: dict[str, Any], old: dict[str, Any], action: str, actor: str,
+                at: float, now: float, note: str | None,
+                extra: dict[str, Any] | None) -> Record:
+        """Seal ``new`` as the event's state and return the record of the change."""
+        self.last_seq += 1
+        new["version"] = old.get("version", 0) + 1
+        new["seq"] = self.last_seq
+        new["updated_at"] = now
+        before = {k: old.get(k) for k in _ALWAYS_BEFORE}
+        for k, v in new.items() if "id" in old else ():
+            if k not in _NOT_DIFFED and k not in before and old.get(k) != v:
+                before[k] = old.get(k)
+        self._index(self._events.get(new["id"]), new)
+        return Record(self.last_seq, new["id"], new["version"], action, actor, at, now,
+                      before, new, note, extra)
+
+    def _index(self, old: dict[str, Any] | None, ev: dict[str, Any]) -> None:
+        eid = ev["id"]
+        self._events[eid] = ev
+        if old is None:
+            if ev.get("external_id") is not None:
+                self._by_external[(ev.get("source"), ev["external_id"])] = eid
+            if ev.get("idempotency_key") is not None:
+                self._by_key[ev["idempotency_key"]] = eid
+        if old is not None and old.get("unit") and self._busy.get(old["unit"]) == eid:
+            del self._busy[old["unit"]]
+        if ev["status"] in lc.OPEN_STATUSES:
+            self._open[eid] = None
+            if ev.get("unit"):
+                self._busy[ev["unit"]] = eid
+            if ev.get("dispatched_at") is not None and (
+                    old is None or old.get("dispatched_at") != ev["dispatched_at"]
+                    or old.get("deadlines") != ev["deadlines"]):
+                self._book.set(eid, _entries(ev))
+        else:
+            self._open.pop(eid, None)
+            self._book.clear(eid)
+
+
+def _entries(ev: dict[str, Any]) -> list[tuple[float, str, str]]:
+    out = []
+    for s in STAGES:
+        if ev[STAGE_DONE[s]] is not None or ev["deadlines"].get(s) is None:
+            continue
+        if f"{s}:warn" not in ev["fired"] and f"{s}:breach" not in ev["fired"]:
+            out.append((ev["warn_at"][s], s, "warn"))
+        if f"{s}:breach" not in ev["fired"]:
+            out.append((ev["deadlines"][s], s, "breach"))
+    return out
+
+
+def _copy(ev: dict[str, Any]) -> dict[str, Any]:
+    new = dict(ev)
+    for k in ("fired", "breaches", "escalations", "timeline"):
+        new[k] = list(ev[k])
+    new["deadlines"] = dict(ev["deadlines"])
+    new["warn_at"] = dict(ev["warn_at"])
+    return new
+
+
+def _entry(at: float, received_at: float, action: str, actor: str, frm: str | None,
+           to: str | None, note: str | None) -> dict[str, Any]:
+    return {"at": at, "received_at": received_at, "action": action, "actor": actor,
+            "from": frm, "to": to, "note": note}
+
+
+__all__ = ["Engine", "Outcome", "TimerWindows", "STAGES"]

@@ -1,0 +1,59 @@
+"""The storage protocol every journal backend implements (memory, SQLite, Redis later).
+
+Appends are compare-and-set: the first record's ``seq`` must be the store's ``last_seq + 1``,
+or ``ConflictError`` (another writer got there first). The store fills ``prev_hash``/``hash``
+in commit order, so the chain is the store's, not the caller's. ``read(after_seq)`` lets a
+consumer resume from the last record it applied (``Engine.apply`` ignores repeats).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from dispatch.core.records import Record
+
+
+class Store(Protocol):
+    """An append-only, hash-chained journal of records, with one optional snapshot."""
+
+    async def open(self) -> None:
+        """Connect / create; must be called before anything else."""
+        ...
+
+    async def close(self) -> None:
+        """Flush pending appends and release resources."""
+        ...
+
+    async def append(self, records: list[Record]) -> list[Record]:
+        """Make ``records`` durable, in order; return them with ``prev_hash``/``hash`` set.
+
+        Raises ``ConflictError`` if ``records[0].seq != last_seq + 1`` or the seqs are not
+        consecutive; nothing is written then.
+        """
+        ...
+
+    async def read(self, after_seq: int = 0, limit: int | None = None) -> list[Record]:
+        """Records with ``seq > after_seq`` in seq order, at most ``limit``."""
+        ...
+
+    async def last_seq(self) -> int:
+        """The seq of the last durable record (0 when empty)."""
+        ...
+
+    async def save_snapshot(self, seq: int, blob: bytes) -> None:
+        """Keep ``blob`` as the state after record ``seq`` (replaces the previous one)."""
+        ...
+
+    async def load_snapshot(self) -> tuple[int, bytes] | None:
+        """The latest snapshot as (seq, blob), or None."""
+        ...
+
+
+def check_batch(records: list[Record], last_seq: int) -> None:
+    """Compare-and-set guard shared by the backends."""
+    from dispatch.core.errors import ConflictError
+
+    for i, r in enumerate(records):
+        if r.seq != last_seq + 1 + i:
+            raise ConflictError(
+                f"append expected seq {last_seq + 1 + i}, got {r.seq}: the journal moved on")
