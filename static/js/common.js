@@ -202,6 +202,11 @@ export class Live {
     this.pending = new Map();
     this.nextId = 1;
     window.addEventListener('online', () => this.kick());
+    window.addEventListener('offline', () => {
+      // No network interface: the socket is dead even if it has not noticed yet.
+      if (this.ws) this.ws.close();
+      this.onStatus('offline');
+    });
   }
 
   url() {
@@ -230,6 +235,12 @@ export class Live {
 
   connect() {
     if (this.stopped) return;
+    if (navigator.onLine === false) {
+      // The browser knows it is offline: wait for its 'online' event (kick) instead of
+      // failing connection attempts.
+      this.onStatus('offline');
+      return;
+    }
     this.onStatus('connecting');
     let opened = false;
     const ws = new WebSocket(this.url());

@@ -30,6 +30,7 @@ const S = {
   positionSentAt: 0,
   positionState: 'off',
   positionSentIso: null,
+  pendingFolded: false,
 };
 
 let live;
@@ -66,7 +67,8 @@ const queue = {
   },
   forEvent(id) { return this.items.filter((x) => x.event === id); },
   async flush() {
-    if (this.flushing) return;
+    if (this.flushing || !this.items.length) return;
+    if (navigator.onLine === false) return; // the 'online' event flushes
     this.flushing = true;
     clearTimeout(this.timer);
     try {
@@ -118,7 +120,8 @@ async function main() {
   document.getElementById('lang-slot').appendChild(langButton());
   document.getElementById('signout-slot').appendChild(signOutButton(PAGE));
   document.getElementById('pending-toggle').addEventListener('click', () => {
-    document.getElementById('pending-list').classList.toggle('hidden');
+    S.pendingFolded = !S.pendingFolded;
+    renderPending();
   });
   buildMain();
   const [ui, cats, teams] = await Promise.all([
@@ -284,8 +287,8 @@ function renderNav(e) {
   const amap = `https://uri.amap.com/navigation?to=${lon},${lat},${encodeURIComponent(name)}&mode=car&coordinate=wgs84&callnative=1&src=taizhou-dispatch`;
   const geo = `geo:${lat},${lon}?q=${lat},${lon}(${encodeURIComponent(name)})`;
   replace(document.getElementById('nav'),
-    el('a', { class: 'btn nav', id: 'nav-amap', href: amap, target: '_blank', rel: 'noopener' }, `🧭 ${t('field.navigate')}`),
-    el('a', { class: 'btn nav', id: 'nav-geo', href: geo }, `📍 ${t('field.geo')}`));
+    el('a', { class: 'btn nav', id: 'nav-amap', href: amap, target: '_blank', rel: 'noopener' }, t('field.navigate')),
+    el('a', { class: 'btn nav', id: 'nav-geo', href: geo }, t('field.geo')));
 }
 
 function renderDetails(e) {
@@ -386,7 +389,8 @@ function renderPending() {
       el('span', { class: 'mono' }, fmtClock(q.at)),
       q.tries ? el('span', { class: 'muted small' }, ` ×${q.tries}`) : null);
   }));
-  if (!n) document.getElementById('pending-list').classList.add('hidden');
+  // What is waiting is shown unless the user folded it away.
+  document.getElementById('pending-list').classList.toggle('hidden', !n || S.pendingFolded);
 }
 
 function tick() {
@@ -422,7 +426,7 @@ function startPosition() {
 let positionTimer = null;
 /** At most one PUT per POSITION_EVERY_MS; the latest fix wins. */
 async function flushPosition() {
-  if (!S.position || !S.me.unit) return;
+  if (!S.position || !S.me.unit || navigator.onLine === false) return;
   const wait = S.positionSentAt + POSITION_EVERY_MS - Date.now();
   if (wait > 0) {
     clearTimeout(positionTimer);
@@ -451,7 +455,7 @@ function renderPosition() {
   } else if (S.positionState === 'denied') text = t('field.position.denied');
   else if (S.positionState === 'unsupported') text = t('field.position.unsupported');
   else text = t('field.position.off');
-  box.textContent = `📡 ${text}`;
+  box.textContent = text;
 }
 
 applyStatic();

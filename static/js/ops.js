@@ -133,6 +133,7 @@ function unlockAudio() {
 
 function beep() {
   const ctx = S.audio;
+  window.__ops.beeps += 1;
   if (!S.sound || !ctx || ctx.state !== 'running') return;
   try {
     const now = ctx.currentTime;
@@ -256,7 +257,9 @@ function geoOpts(style, level) {
   };
 }
 
+const drawnRegions = [];
 function drawRegions(group, features, level) {
+  for (const f of features) drawnRegions.push(String((f.properties || {}).id));
   if (!features.length) return null;
   const gj = L.geoJSON({ type: 'FeatureCollection', features }, geoOpts(REGION_STYLE[level], level));
   group.addLayer(gj);
@@ -553,7 +556,8 @@ function renderList() {
     const nd = e.next_deadline;
     return el('li', {
       class: `ev-row ev-${e.timer_state}${isFlashing(e.id) ? ' flash' : ''}${S.selected === e.id ? ' selected' : ''}`,
-      'data-id': e.id, 'data-state': e.timer_state, tabindex: '0', role: 'button',
+      'data-id': e.id, 'data-state': e.timer_state, 'data-status': e.status, 'data-tier': e.tier || '',
+      tabindex: '0', role: 'button',
       onclick: () => select(e.id),
       onkeydown: (ev) => { if (ev.key === 'Enter') select(e.id); },
     },
@@ -779,6 +783,17 @@ function handoverDialog() {
   document.body.appendChild(overlay);
   input.focus();
 }
+
+// A read-only view for the browser tests and for debugging from the console.
+window.__ops = {
+  state: S,
+  live: () => live,
+  eventIds: () => [...eventMarkers.keys()],
+  unitIds: () => [...unitMarkers.keys()],
+  regionIds: () => drawnRegions.slice(),
+  center: () => (map ? map.getCenter() : null),
+  beeps: 0,
+};
 
 applyStatic();
 main().catch((e) => toast(String(e && e.message ? e.message : e), 'error', 10000));
