@@ -532,6 +532,14 @@ function scheduleList() {
   requestAnimationFrame(() => { listQueued = false; renderList(); });
 }
 
+function myTier() {
+  if (S.me.role !== 'operator') return null;
+  if (!S.scope) return 'city';
+  const r = S.regions.get(S.scope);
+  if (r) return r.level === 'grid' ? 'township' : r.level;
+  return S.regions.size ? 'city' : null; // the city itself is not among the drawn layers
+}
+
 function renderCounts() {
   const counts = { on_time: 0, warning: 0, breached: 0, escalated: 0 };
   for (const e of S.events.values()) if (e.timer_state in counts) counts[e.timer_state] += 1;
@@ -541,16 +549,24 @@ function renderCounts() {
     'aria-pressed': S.filter === state ? 'true' : 'false',
     onclick: () => { S.filter = S.filter === state ? null : state; renderList(); },
   }, `${stateLabel(state)} ${n}`);
+  // Events held at this operator's own tier (the ones it is expected to act on).
+  const tier = myTier();
+  const mine = [...S.events.values()].filter((e) => e.tier === tier).length;
   replace(box,
     el('span', { class: 'chip total', id: 'count-open' }, `${t('ops.count.open')} ${S.events.size}`),
-    ...Object.entries(counts).map(([k, v]) => chip(k, v)));
+    ...Object.entries(counts).map(([k, v]) => chip(k, v)),
+    tier ? el('button', {
+      type: 'button', class: `chip mine${S.filter === 'mine' ? ' active' : ''}`, 'data-state': 'mine',
+      'aria-pressed': S.filter === 'mine' ? 'true' : 'false',
+      onclick: () => { S.filter = S.filter === 'mine' ? null : 'mine'; renderList(); },
+    }, `${t('ops.count.mine', { tier: tierLabel(tier) })} ${mine}`) : null);
 }
 
 function renderList() {
   renderCounts();
   const list = document.getElementById('event-list');
   const evs = [...S.events.values()]
-    .filter((e) => !S.filter || e.timer_state === S.filter)
+    .filter((e) => !S.filter || e.timer_state === S.filter || (S.filter === 'mine' && e.tier === myTier()))
     .sort((a, b) => deadlineMs(a) - deadlineMs(b) || (a.priority || 2) - (b.priority || 2) || String(a.id).localeCompare(String(b.id)));
   const rows = evs.map((e) => {
     const nd = e.next_deadline;
