@@ -54,15 +54,22 @@ class DeadlineBook:
         if len(self._heap) > 4 * max(self._live, 1) + 1024:
             self._compact()
 
-    def peek(self) -> float | None:
-        """The earliest current entry's due time, or None (drops stale heads)."""
+    def head(self) -> tuple[float, str, str, str] | None:
+        """The earliest current entry as (due, event_id, stage, kind), or None."""
         h = self._heap
         while h:
-            due, _, eid, _, _, gen = h[0]
+            due, _, eid, stage, kind, gen = h[0]
             if self._gen.get(eid) == gen:
-                return due
+                return due, eid, stage, kind
             heapq.heappop(h)
         return None
+
+    def drop_head(self) -> None:
+        """Remove the earliest entry (the engine found it is no longer live)."""
+        if self.head() is not None:
+            _, _, eid, _, _, _ = heapq.heappop(self._heap)
+            self._live -= 1
+            self._count[eid] -= 1
 
     def pop_due(self, now: float) -> Iterator[tuple[float, str, str, str]]:
         """Remove and yield (due, event_id, stage, kind) of current entries with due <= now."""

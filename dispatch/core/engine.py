@@ -78,7 +78,18 @@ class Engine:
 
     def next_due(self) -> float | None:
         """When ``fire_due`` next has something to do (None: nothing scheduled)."""
-        return self._book.peek()
+        while (head := self._book.head()) is not None:
+            due, eid, stage, kind = head
+            if self._live(eid, stage, kind):
+                return due
+            self._book.drop_head()
+        return None
+
+    def _live(self, event_id: str, stage: str, kind: str) -> bool:
+        ev = self._events.get(event_id)
+        return (ev is not None and ev["status"] in lc.OPEN_STATUSES
+                and ev[STAGE_DONE[stage]] is None and f"{stage}:{kind}" not in ev["fired"]
+                and (kind == "breach" or f"{stage}:breach" not in ev["fired"]))
 
     # -- commands ---------------------------------------------------------------------------
     def create(self, fields: dict[str, Any], actor: str, now: float,
@@ -163,14 +174,11 @@ class Engine:
         """
         out: list[Record] = []
         for due, eid, stage, kind in list(self._book.pop_due(now)):
-            ev = self._events.get(eid)
-            if ev is None or ev["status"] not in lc.OPEN_STATUSES:
+            if not self._live(eid, stage, kind):
                 continue
-            if ev[STAGE_DONE[stage]] is not None or f"{stage}:{kind}" in ev["fired"]:
-                continue
-            if kind == "warn" and (now >= ev["deadlines"][stage]
-                                   or f"{stage}:breach" in ev["fired"]):
-                continue
+            ev = self._events[eid]
+            if kind == "warn" and now >= ev["deadlines"][stage]:
+                continue  # its breach is due too and says more
             out.extend(self._fire(ev, due, now, stage, kind))
         return Outcome(None, out)
 

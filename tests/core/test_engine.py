@@ -1,0 +1,193 @@
+"""Intake, routing, units, idempotency, offline `at`, records and replay."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import Scenario
+from table_routing import OUTSIDE, T1, T2, T3, Z1
+
+from dispatch.core.engine import Engine
+from dispatch.core.errors import InvalidActionError, NotFoundError, OutsideJurisdictionError
+from dispatch.core.records import chain, verify_chain
+
+
+def test_create_dispatches_at_intake(scenario: Scenario) -> None:
+    ev = scenario.create(T1)
+    t0 = scenario.t0
+    assert ev["id"] == "E0000001" and ev["status"] == "dispatched"
+    assert (ev["team"], ev["unit"], ev["tier"], ev["mutual_aid"]) == (
+        "team-t1", "u1", "township", False)
+    assert ev["created_at"] == ev["dispatched_at"] == t0
+    assert ev["deadlines"] == {"respond": t0 + 60, "depart": t0 + 180, "arrive": t0 + 900}
+    assert [t["action"] for t in ev["timeline"]] == ["created", "dispatched"]
+    assert (ev["grid"], ev["township"], ev["county"], ev["city"]) == ("T1-g1", "T1", "C1", "T")
+    assert ev["priority"] == 2 and ev["version"] == 1 and ev["seq"] == 1
+    [rec] = scenario.records
+    assert (rec.action, rec.seq, rec.version, rec.event_id) == ("created", 1, 1, "E0000001")
+    assert rec.before == {"status": None, "tier": None, "team": None, "unit": None}
+    assert rec.after == scenario.engine.get("E0000001")
+
+
+def test_routing_levels(scenario: Scenario) -> None:
+    assert scenario.create(T2)["tier"] == "county"  # township not empowered: county brigade
+    z = scenario.create(Z1)
+    assert (z["zone"], z["team"], z["tier"]) == ("Z1", "team-z1", "county")
+    n = scenario.create(T3)
+    assert (n["status"], n["team"], n["tier"], n["dispatched_at"]) == (
+        "new", None, "township", None)
+    assert scenario.engine.next_due() == scenario.t0 + 24  # Z1: respond 30 s, warn at 24
+
+
+def test_outside_jurisdiction_changes_nothing(scenario: Scenario) -> None:
+    with pytest.raises(OutsideJurisdictionError) as err:
+        scenario.create(OUTSIDE)
+    assert (err.value.status, err.value.code, err.value.field) == (
+        422, "outside_jurisdiction", "location")
+    assert scenario.engine.last_seq == 0
+    assert scenario.create(T1)["id"] == "E0000001"
+
+
+def test_unknown_category(scenario: Scenario) -> None:
+    with pytest.raises(InvalidActionError) as err:
+        scenario.create(T1, category="nope")
+    assert err.value.field == "category" and err.value.status == 422
+    assert scenario.routing.route_calls == 0 and scenario.engine.last_seq == 0
+
+
+def test_idempotent_intake(scenario: Scenario) -> None:
+    a = scenario.create(T1, external_id="12345-1")
+    out = scenario.engine.create(scenario.fields(T1, external_id="12345-1"), "op", 0.0 + 1e9)
+    assert out.noop and not out.created and out.records == [] and out.event is a
+    b = scenario.create(T1, external_id="12345-1", source="grid")
+    assert b["id"] != a["id"]
+    c = scenario.create(T1, key="K1")
+    assert scenario.create(T2, key="K1") is c
+    # idempotency survives replay
+    eng = Engine(scenario.policy, scenario.routing)
+    for r in scenario.records:
+        eng.apply(r)
+    assert eng.create(scenario.fields(T1, external_id="12345-1"), "op", 1e9).event == a
+    assert eng.create(scenario.fields(T1), "op", 1e9, idempotency_key="K1").noop
+    assert eng.create(scenario.fields(T1), "op", 1e9).event["id"] == "E0000004"  # type: ignore
+
+
+def test_units_busy_and_mutual_aid(scenario: Scenario) -> None:
+    a, b, c = scenario.create(T1), scenario.create(T1), scenario.create(T1)
+    assert (a["unit"], b["unit"]) == ("u1", "u2")
+    assert c["unit"] == "u3" and c["mutual_aid"] is True and c["team"] == "team-t1"
+    assert scenario.engine.busy_units() == {"u1": a["id"], "u2": b["id"], "u3": c["id"]}
+    scenario.act(a["id"], "cancel")
+    assert "u1" not in scenario.engine.busy_units()
+    assert scenario.create(T1)["unit"] == "u1"
+
+
+def test_resolve_frees_the_unit(scenario: Scenario) -> None:
+    eid = scenario.create(T1)["id"]
+    for action in ("respond", "depart", "arrive", "resolve"):
+        scenario.act(eid, action)
+    assert scenario.engine.busy_units() == {}
+    assert [e["id"] for e in scenario.engine.open_events()] == []
+    assert scenario.engine.next_due() is None
+
+
+def test_reassign_by_unit(scenario: Scenario) -> None:
+    a, b = scenario.create(T1), scenario.create(T1)
+    out = scenario.act(a["id"], "reassign", unit="u5")
+    ev = out.event
+    assert ev is not None and (ev["team"], ev["unit"], ev["mutual_aid"]) == (
+        "team-t4", "u5", False)
+    assert out.records[0].before["unit"] == "u1"
+    assert scenario.act(a["id"], "reassign", unit="u5").noop  # a retried reassign
+    with pytest.raises(InvalidActionError) as err:
+        scenario.act(a["id"], "reassign", unit=b["unit"])
+    assert err.value.field == "unit"
+    with pytest.raises(InvalidActionError):
+        scenario.act(a["id"], "reassign", unit="ghost")
+    with pytest.raises(InvalidActionError) as err:
+        scenario.act(a["id"], "reassign", team="ghost")
+    assert err.value.field == "team"
+    with pytest.raises(InvalidActionError):
+        scenario.act(a["id"], "reassign")
+    mixed = scenario.act(a["id"], "reassign", team="team-t1", unit="u6").event
+    assert mixed is not None and mixed["mutual_aid"] is True
+
+
+def test_reassign_new_event_dispatches_it(scenario: Scenario) -> None:
+    ev = scenario.create(T3)
+    scenario.clock.advance(5)
+    out = scenario.act(ev["id"], "reassign", team="team-c1")
+    assert out.event is not None and out.event["status"] == "dispatched"
+    assert out.event["tier"] == "county" and out.event["unit"] == "u3"
+    assert out.event["deadlines"]["respond"] == scenario.t0 + 65
+
+
+def test_offline_at_rules(scenario: Scenario) -> None:
+    eid = scenario.create(T1)["id"]
+    scenario.clock.advance(20)
+    now = scenario.clock.now()
+    with pytest.raises(InvalidActionError) as err:
+        scenario.act(eid, "respond", at=now + 31)
+    assert err.value.field == "at"
+    with pytest.raises(InvalidActionError):
+        scenario.act(eid, "respond", at=scenario.t0 - 1)  # before dispatch
+    out = scenario.act(eid, "respond", at=now + 29)  # within the skew
+    assert out.event is not None and out.event["responded_at"] == now + 29
+    with pytest.raises(InvalidActionError):
+        scenario.act(eid, "depart", at=now + 10)  # before the previous step
+    assert scenario.engine.get(eid)["status"] == "responded"
+
+
+def test_not_found_and_unknown_action(scenario: Scenario) -> None:
+    with pytest.raises(NotFoundError):
+        scenario.act("E9999999", "respond")
+    eid = scenario.create(T1)["id"]
+    with pytest.raises(InvalidActionError):
+        scenario.act(eid, "dance")
+
+
+def test_record_before_after_and_timeline(scenario: Scenario) -> None:
+    eid = scenario.create(T1)["id"]
+    scenario.clock.advance(10)
+    rec = scenario.act(eid, "respond", note="on my way").records[0]
+    assert rec.action == "responded" and rec.actor == "field-1" and rec.note == "on my way"
+    assert rec.before["status"] == "dispatched" and rec.before["responded_at"] is None
+    assert rec.after["status"] == "responded" and rec.after["version"] == 2
+    assert rec.after["timeline"][-1] == {
+        "at": scenario.t0 + 10, "received_at": scenario.t0 + 10, "action": "responded",
+        "actor": "field-1", "from": "dispatched", "to": "responded", "note": "on my way"}
+    first = scenario.records[0].after
+    assert first["status"] == "dispatched"  # old records are never mutated
+
+
+def test_replay_rebuilds_identical_state_and_ignores_repeats(scenario: Scenario) -> None:
+    a = scenario.create(T1)["id"]
+    scenario.create(T2)
+    scenario.act(a, "respond")
+    scenario.at(200)
+    scenario.act(a, "reassign", team="team-t4")
+    eng = Engine(scenario.policy, scenario.routing)
+    for r in scenario.records + scenario.records[:3]:
+        eng.apply(r)
+    assert eng.last_seq == scenario.engine.last_seq
+    assert list(eng.events()) == list(scenario.engine.events())
+    assert eng.busy_units() == scenario.engine.busy_units()
+    assert eng.next_due() == scenario.engine.next_due()
+    restored = Engine.restore(scenario.engine.snapshot(), scenario.policy, scenario.routing)
+    assert list(restored.events()) == list(scenario.engine.events())
+    assert restored.next_due() == scenario.engine.next_due()
+    assert restored.create(scenario.fields(T1), "op", 2e9).event["id"] == "E0000003"  # type: ignore
+
+
+def test_chain_detects_edit_removal_and_reorder(scenario: Scenario) -> None:
+    eid = scenario.create(T1)["id"]
+    for action in ("respond", "depart", "arrive"):
+        scenario.act(eid, action)
+    recs = chain(scenario.records)
+    assert verify_chain(recs) is None
+    edited = list(recs)
+    import dataclasses
+    edited[2] = dataclasses.replace(recs[2], actor="someone else")
+    assert verify_chain(edited)[0] == 3  # type: ignore[index]
+    assert verify_chain(recs[:1] + recs[2:])[0] == 2  # type: ignore[index]
+    assert verify_chain([recs[0], recs[2], recs[1], recs[3]])[0] == 2  # type: ignore[index]
+    assert recs[1].to_json() == type(recs[1]).from_json(recs[1].to_json()).to_json()

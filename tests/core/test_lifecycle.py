@@ -1,0 +1,134 @@
+"""Every (status, action) pair against the lifecycle table, plus a hypothesis walk."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from conftest import Scenario
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from table_routing import T1, T3
+
+from dispatch.core import lifecycle as lc
+from dispatch.core.diagram import mermaid
+from dispatch.core.errors import IllegalTransitionError
+
+# How to bring a fresh event into each status (from a T1 event dispatched at intake).
+PATHS: dict[str, list[str]] = {
+    "dispatched": [],
+    "responded": ["respond"],
+    "departed": ["respond", "depart"],
+    "arrived": ["respond", "depart", "arrive"],
+    "resolved": ["respond", "depart", "arrive", "resolve"],
+    "cancelled": ["cancel"],
+}
+# Pairs outside the table that are replays (the action already happened): 200, no change.
+REPLAYS = {
+    ("responded", "respond"),
+    ("departed", "respond"), ("departed", "depart"),
+    ("arrived", "respond"), ("arrived", "depart"), ("arrived", "arrive"),
+    ("resolved", "respond"), ("resolved", "depart"), ("resolved", "arrive"),
+    ("resolved", "resolve"),
+    ("cancelled", "cancel"),
+}
+KWARGS: dict[str, dict[str, Any]] = {"reassign": {"team": "team-t4"}}
+
+
+def event_in(sc: Scenario, status: str) -> dict[str, Any]:
+    if status == "new":
+        return sc.create(T3)
+    ev = sc.create(T1)
+    for i, action in enumerate(PATHS[status]):
+        sc.clock.advance(1)
+        sc.act(ev["id"], action, note=f"step {i}")
+    return sc.engine.get(ev["id"])
+
+
+@pytest.mark.parametrize("status", lc.STATUSES)
+@pytest.mark.parametrize("action", lc.ACTIONS)
+def test_every_pair(scenario: Scenario, status: str, action: str) -> None:
+    ev = event_in(scenario, status)
+    assert ev["status"] == status
+    seq = scenario.engine.last_seq
+    if (status, action) in lc.TRANSITIONS:
+        out = scenario.act(ev["id"], action, **KWARGS.get(action, {}))
+        assert out.event is not None and out.event["status"] == lc.TRANSITIONS[status, action]
+        assert [r.action for r in out.records] == [lc.PAST[action]]
+        assert scenario.engine.last_seq == seq + 1
+    elif (status, action) in REPLAYS:
+        out = scenario.act(ev["id"], action)
+        assert out.noop and out.records == [] and out.event is ev
+        assert scenario.engine.last_seq == seq
+    else:
+        with pytest.raises(IllegalTransitionError) as err:
+            scenario.act(ev["id"], action, **KWARGS.get(action, {}))
+        assert err.value.current_status == status
+        assert err.value.status == 409 and err.value.code == "illegal_transition"
+        assert scenario.engine.get(ev["id"]) is ev
+        assert scenario.engine.last_seq == seq
+
+
+def test_table_covers_only_known_names() -> None:
+    for (status, action), to in lc.TRANSITIONS.items():
+        assert status in lc.STATUSES and to in lc.STATUSES and action in lc.ACTIONS
+    assert not any(s in lc.TERMINAL_STATUSES for s, _ in lc.TRANSITIONS)
+
+
+def test_escalate_stops_at_city(scenario: Scenario) -> None:
+    ev = scenario.create(T1)
+    scenario.act(ev["id"], "escalate")
+    out = scenario.act(ev["id"], "escalate")
+    assert out.event is not None and out.event["tier"] == "city"
+    with pytest.raises(IllegalTransitionError):
+        scenario.act(ev["id"], "escalate")
+
+
+def test_reassign_makes_progress_actions_real_again(scenario: Scenario) -> None:
+    ev = scenario.create(T1)
+    scenario.act(ev["id"], "respond")
+    scenario.act(ev["id"], "reassign", team="team-t4")
+    out = scenario.act(ev["id"], "respond")
+    assert not out.noop and out.event is not None and out.event["status"] == "responded"
+
+
+def test_diagram_is_drawn_from_the_table() -> None:
+    text = mermaid()
+    assert text.startswith("stateDiagram-v2")
+    for (status, action), to in lc.TRANSITIONS.items():
+        assert f"{status} --> {to}: {action}" in text
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.sampled_from(lc.ACTIONS), max_size=12))
+def test_random_walks_follow_the_table(actions: list[str]) -> None:
+    sc = Scenario()
+    ev = sc.create(T1)
+    model, done = "dispatched", set()
+    tier_i = 0
+    for action in actions:
+        sc.clock.advance(1)
+        replay = action in done or (action == "cancel" and model == "cancelled")
+        legal = (model, action) in lc.TRANSITIONS
+        if action == "escalate" and legal and tier_i == 2:
+            legal = False
+        kw = KWARGS.get(action, {}) if action != "reassign" else {
+            "team": "team-t4" if sc.engine.get(ev["id"])["team"] != "team-t4" else "team-t1"}
+        if replay:
+            assert sc.act(ev["id"], action, **kw).noop
+        elif legal:
+            out = sc.act(ev["id"], action, **kw)
+            model = lc.TRANSITIONS[model, action]
+            if action == "reassign":
+                done -= {"respond", "depart", "arrive"}
+                tier_i = 0
+            elif action == "escalate":
+                tier_i += 1
+            else:
+                done.add(action)
+            assert out.event is not None and out.event["status"] == model
+        else:
+            with pytest.raises(IllegalTransitionError):
+                sc.act(ev["id"], action, **kw)
+        assert sc.engine.get(ev["id"])["status"] == model
+        assert sc.engine.get(ev["id"])["tier"] == lc.TIERS[tier_i]
