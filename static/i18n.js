@@ -25,6 +25,7 @@ const DICT = {
     'yes': '是',
     'no': '否',
     'close': '关闭',
+    'copy': '复制',
     'back': '返回',
     'seconds': '{n} 秒',
     'minutes': '{n} 分',
@@ -148,7 +149,7 @@ const DICT = {
     'ops.unit.stale': '位置已过期',
     'ops.breach': '事件超时：{c}',
     'ops.handover': '外勤登录链接',
-    'ops.handover.prompt': '粘贴外勤令牌，生成可发给外勤人员的登录链接',
+    'ops.handover.prompt': '粘贴外勤令牌，生成可发给外勤人员的登录链接和二维码（手机扫码即可登录）',
     'ops.handover.make': '生成链接',
 
     'field.title': '外勤终端',
@@ -232,6 +233,7 @@ const DICT = {
     'yes': 'yes',
     'no': 'no',
     'close': 'Close',
+    'copy': 'Copy',
     'back': 'Back',
     'seconds': '{n} s',
     'minutes': '{n} min',
@@ -355,7 +357,7 @@ const DICT = {
     'ops.unit.stale': 'position is stale',
     'ops.breach': 'Deadline breached: {c}',
     'ops.handover': 'Field sign-in link',
-    'ops.handover.prompt': 'Paste a field token to make a sign-in link for the officer',
+    'ops.handover.prompt': 'Paste a field token to make a sign-in link and QR code for the officer (scan it with the phone)',
     'ops.handover.make': 'Make link',
 
     'field.title': 'Field',

@@ -783,12 +783,26 @@ function handoverDialog() {
     const tk = input.value.trim();
     if (!tk) return;
     const link = `${location.origin}/field?token=${encodeURIComponent(tk)}`;
-    replace(out,
+    const canvas = el('canvas', { id: 'handover-qr', width: '240', height: '240', 'aria-label': link });
+    import('/static/vendor/qrcode-generator/qrcode.mjs').then(({ default: qrcode }) => {
+      const qr = qrcode(0, 'M');
+      qr.addData(link);
+      qr.make();
+      const n = qr.getModuleCount();
+      const cell = Math.floor(240 / (n + 8));
+      const off = Math.floor((240 - cell * n) / 2);
+      const g = canvas.getContext('2d');
+      g.fillStyle = '#fff';
+      g.fillRect(0, 0, 240, 240);
+      g.fillStyle = '#000';
+      for (let r = 0; r < n; r++) for (let c = 0; c < n; c++) if (qr.isDark(r, c)) g.fillRect(off + c * cell, off + r * cell, cell, cell);
+    }).catch(() => canvas.remove());
+    replace(out, canvas,
       el('a', { href: link, target: '_blank', rel: 'noopener', id: 'handover-link' }, link),
       el('button', {
         type: 'button', class: 'btn small',
-        onclick: () => navigator.clipboard && navigator.clipboard.writeText(link).then(() => toast('✓', 'ok')).catch(() => {}),
-      }, '⧉'));
+        onclick: () => navigator.clipboard && navigator.clipboard.writeText(link).then(() => toast(t('copy'), 'ok')).catch(() => {}),
+      }, t('copy')));
   };
   const overlay = el('div', { class: 'modal-overlay', onclick: (ev) => { if (ev.target === overlay) close(); } },
     el('div', { class: 'modal', role: 'dialog', 'aria-modal': 'true' },
