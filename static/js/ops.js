@@ -672,7 +672,8 @@ function renderDetail() {
     [...S.teams.values()]
       .sort((a, b) => levelRank(a.level) - levelRank(b.level) || String(a.name).localeCompare(String(b.name), 'zh'))
       .map((tm) => el('option', { value: tm.id, selected: tm.id === e.team }, `${pickName(tm.name)} (${tierLabel(tm.level)})`)));
-  const open = isOpen(e);
+  // Supervisors may watch /ops but not act: no buttons that would only answer 403.
+  const open = isOpen(e) && ['operator', 'admin'].includes(S.me.role);
   const act = (action, extra = {}) => doAction(e.id, action, { ...extra, note: note.value.trim() || undefined });
 
   replace(box,

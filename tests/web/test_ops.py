@@ -211,3 +211,23 @@ def test_description_is_shown_as_text_never_html(server, open_page):
     assert page.locator("img:not(.leaflet-tile):not(.leaflet-marker-icon)").count() == 0
     page.wait_for_timeout(300)
     assert not o.dialogs
+
+
+def test_field_sign_in_link_and_qr_code(server, open_page):
+    page = open_page("/ops", "city").page
+    ops_ready(page)
+    page.click("#handover")
+    page.fill("#handover-token", "abc-field-token")
+    page.click(".modal .btn.primary")
+    link = page.locator("#handover-link")
+    link.wait_for(timeout=3000)
+    assert link.inner_text() == f"{server.url}/field?token=abc-field-token"
+    # The QR code is drawn: the canvas has dark modules on white.
+    page.wait_for_function("""() => {
+      const c = document.querySelector('#handover-qr');
+      if (!c) return false;
+      const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+      let dark = 0;
+      for (let i = 0; i < d.length; i += 4) if (d[i] < 50) dark++;
+      return dark > 1000;
+    }""", timeout=3000)
