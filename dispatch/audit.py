@@ -60,6 +60,13 @@ def _check(seq: int, expect: int, prev_hash: str, prev: str, actual: str,
 def _verify_sqlite(path: str) -> Result:
     if not os.path.exists(path):
         return False, f"no journal at {path}", None
+    try:
+        return _scan(path)
+    except sqlite3.DatabaseError as exc:
+        return False, f"the journal file cannot be read: {exc}", None
+
+
+def _scan(path: str) -> Result:
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
         prev, expect = GENESIS, 1
@@ -73,7 +80,8 @@ def _verify_sqlite(path: str) -> Result:
             if col_seq != seq:
                 return False, f"record {expect} is out of place (row {col_seq} holds " \
                               f"record {seq})", expect
-            actual = hashlib.sha256(data).hexdigest()
+            raw = data.encode() if isinstance(data, str) else bytes(data)
+            actual = hashlib.sha256(raw).hexdigest()
             bad = _check(seq, expect, prev_hash, prev, actual, stored)
             if bad:
                 return False, bad, expect

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import Scenario
+from dispatch_scenario import Scenario
 from table_routing import OUTSIDE, T1, T2, T3, Z1
 
 from dispatch.core.engine import Engine

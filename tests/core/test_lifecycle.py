@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import Scenario
+from dispatch_scenario import Scenario
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from table_routing import T1, T3

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import Scenario
+from dispatch_scenario import Scenario
 from table_routing import T1, T2, Z1
 
 from dispatch.core.engine import Engine

@@ -1,0 +1,76 @@
+"""Crash recovery: SIGKILL mid-load loses no answered event; downtime deadlines fire once."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from dispatch.audit import verify_journal
+from dispatch.store.sqlite import SqliteStore
+
+HERE = Path(__file__).parent
+T0 = 1_767_225_600.0
+
+
+def run(db: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(HERE / "loadgen_proc.py"), str(db), *args],
+                          capture_output=True, text=True, timeout=60, check=True)
+
+
+async def journal_events(db: Path) -> set[str]:
+    s = SqliteStore(str(db))
+    await s.open()
+    try:
+        return {r.event_id for r in await s.read() if r.action == "created"}
+    finally:
+        await s.close()
+
+
+@pytest.mark.slow
+async def test_sigkill_mid_load_loses_no_answered_event(tmp_path: Path) -> None:
+    db = tmp_path / "j.db"
+    p = subprocess.Popen([sys.executable, str(HERE / "loadgen_proc.py"), str(db), "200000"],
+                         stdout=subprocess.PIPE, text=True)
+    assert p.stdout is not None
+    answered: list[str] = []
+    deadline = time.monotonic() + 30
+    while len(answered) < 3000 and time.monotonic() < deadline:
+        line = p.stdout.readline()
+        if line.startswith("ANSWERED"):
+            answered.append(line.split()[1])
+    os.kill(p.pid, signal.SIGKILL)
+    rest = p.stdout.read()  # lines already written before the kill were answered too
+    answered += [ln.split()[1] for ln in rest.splitlines() if ln.startswith("ANSWERED")]
+    p.wait()
+    assert p.returncode == -signal.SIGKILL
+    assert len(answered) >= 3000
+    stored = await journal_events(db)
+    missing = set(answered) - stored
+    assert not missing, f"{len(missing)} answered events lost"
+    assert verify_journal(str(db))[0]
+    # a restart continues the journal and the id counter
+    out = run(db, "1", "--mode", "one", "--clock", str(T0 + 1))
+    new_id = out.stdout.split("ANSWERED ")[1].split()[0]
+    assert new_id not in stored and int(new_id[1:]) == len(stored) + 1
+
+
+@pytest.mark.slow
+def test_deadline_passed_during_downtime_fires_once_at_startup(tmp_path: Path) -> None:
+    db = tmp_path / "d.db"
+    first = run(db, "1", "--mode", "one", "--clock", str(T0))
+    assert "ANSWERED E0000001" in first.stdout and "FIRED" not in first.stdout
+    # down for 400 s: respond (60 s) and depart (180 s) passed; arrive (900 s) did not
+    second = run(db, "0", "--mode", "one", "--clock", str(T0 + 400))
+    fired = [ln for ln in second.stdout.splitlines() if ln.startswith("FIRED") and
+             "E0000001" in ln]
+    assert fired == ["FIRED breached E0000001 respond", "FIRED escalated E0000001 respond",
+                     "FIRED breached E0000001 depart", "FIRED escalated E0000001 depart"]
+    third = run(db, "0", "--mode", "one", "--clock", str(T0 + 401))
+    assert not [ln for ln in third.stdout.splitlines() if "E0000001" in ln]
+    assert verify_journal(str(db))[0]
