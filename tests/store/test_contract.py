@@ -105,3 +105,22 @@ async def test_sqlite_groups_commits(tmp_path: Path) -> None:
         assert s.commits < 1000  # many appends shared a transaction
     finally:
         await s.close()
+
+
+async def test_replay_rebuilds_an_engine(store: Store) -> None:
+    from dispatch_scenario import Scenario
+    from table_routing import T1
+
+    from dispatch.core.engine import Engine
+    from dispatch.store import replay
+
+    sc = Scenario()
+    for _ in range(5):
+        sc.create(T1)
+    sc.act("E0000001", "respond")
+    sc.at(100)
+    await store.append(sc.records)
+    eng = Engine(sc.policy, sc.routing)
+    assert await replay(store, eng, batch=3) == len(sc.records)
+    assert list(eng.events()) == list(sc.engine.events())
+    assert await replay(store, eng) == 0
