@@ -665,13 +665,20 @@ function renderDetail() {
   if (!e) { replace(box, el('p', { class: 'muted' }, t('loading'))); return; }
   const nd = e.next_deadline;
   const note = el('textarea', { id: 'action-note', rows: '2', maxlength: '2000', placeholder: t('ops.detail.note.ph'), 'aria-label': t('ops.detail.note') });
+  // Keep what the operator is typing (and where) when an update redraws the panel.
   const prevNote = document.getElementById('action-note');
+  const typing = prevNote && prevNote.dataset.event === e.id && document.activeElement === prevNote;
+  const caret = typing ? [prevNote.selectionStart, prevNote.selectionEnd] : null;
   if (prevNote && prevNote.dataset.event === e.id) note.value = prevNote.value;
   note.dataset.event = e.id;
+  const prevTeam = document.getElementById('reassign-team');
+  const keptTeam = prevTeam && prevTeam.dataset.event === e.id ? prevTeam.value : null;
   const teamSel = el('select', { id: 'reassign-team', 'aria-label': t('ops.detail.reassign_team') },
     [...S.teams.values()]
       .sort((a, b) => levelRank(a.level) - levelRank(b.level) || String(a.name).localeCompare(String(b.name), 'zh'))
       .map((tm) => el('option', { value: tm.id, selected: tm.id === e.team }, `${pickName(tm.name)} (${tierLabel(tm.level)})`)));
+  teamSel.dataset.event = e.id;
+  if (keptTeam) teamSel.value = keptTeam;
   // Supervisors may watch /ops but not act: no buttons that would only answer 403.
   const open = isOpen(e) && ['operator', 'admin'].includes(S.me.role);
   const act = (action, extra = {}) => doAction(e.id, action, { ...extra, note: note.value.trim() || undefined });
@@ -712,6 +719,10 @@ function renderDetail() {
     section(t('ops.detail.units'), unitsBlock(e, act, open)),
     section(t('ops.detail.routing'), routingBlock(e.routing)),
     section(t('ops.detail.timeline'), S.detail ? timelineBlock(S.detail, { names: (v) => teamName(v) || unitName(v) }) : el('p', { class: 'muted' }, t('loading'))));
+  if (caret && note.isConnected) {
+    note.focus();
+    note.setSelectionRange(caret[0], caret[1]);
+  }
 }
 
 function levelRank(l) { return { township: 0, county: 1, city: 2 }[l] ?? 3; }
