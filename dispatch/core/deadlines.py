@@ -3,7 +3,8 @@
 How it works: each entry is ``(due, n, event_id, stage, kind, generation)``; ``n`` is a
 running counter so ties pop in insertion order and tuples never compare further. Entries
 are never removed in place (lazy deletion): when an event's clocks restart or stop, the
-engine bumps the event's generation and every older entry becomes stale. ``pop_due(now)``
+engine gives the event a new generation (a number never used before) and every older
+entry becomes stale. ``pop_due(now)``
 yields only entries whose generation is current; the engine decides whether a stage is
 still live (not done, not fired). When stale entries outnumber live ones the heap is
 rebuilt, so memory stays proportional to open events. One heap, never a timer per event.
@@ -36,7 +37,8 @@ class DeadlineBook:
 
     def set(self, event_id: str, entries: list[tuple[float, str, str]]) -> None:
         """Replace the deadlines of ``event_id`` with ``entries`` of (due, stage, kind)."""
-        gen = self._gen.get(event_id, 0) + 1
+        self._n += 1
+        gen = self._n  # unique across events and clears, so old entries never revive
         self._gen[event_id] = gen
         for due, stage, kind in entries:
             self._n += 1
