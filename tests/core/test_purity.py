@@ -1,0 +1,26 @@
+"""The core is pure: no I/O, event loop or clock imports (house style)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+import dispatch.core
+
+FORBIDDEN = {"asyncio", "aiohttp", "sqlite3", "redis", "time", "socket", "threading",
+             "aiosqlite", "datetime", "os"}
+FILES = sorted(Path(dispatch.core.__file__).parent.glob("*.py"))
+
+
+@pytest.mark.parametrize("path", FILES, ids=[p.name for p in FILES])
+def test_core_module_imports_nothing_impure(path: Path) -> None:
+    tree = ast.parse(path.read_text())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module.split(".")[0])
+    assert not names & FORBIDDEN, f"{path.name} imports {names & FORBIDDEN}"
