@@ -11,6 +11,7 @@ live in one ``DeadlineBook``.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +30,9 @@ STAGE_DONE = {"respond": "responded_at", "depart": "departed_at", "arrive": "arr
 SYSTEM = "system"
 _ALWAYS_BEFORE = ("status", "tier", "team", "unit")
 _NOT_DIFFED = frozenset(("timeline", "version", "seq", "updated_at"))
+# How many of its newest records the engine can undo (records in flight to the store);
+# older ones count as stored. ``confirm(seq)`` drops entries early.
+UNDO_MAX = 4096
 
 
 @dataclass
@@ -55,6 +59,9 @@ class Engine:
         self._by_external: dict[tuple[Any, str], str] = {}
         self._by_key: dict[str, str] = {}
         self._book = DeadlineBook()
+        # undo log of the records this engine made: (seq, event id, state before, counter)
+        self._undo: deque[tuple[int, str, dict[str, Any] | None, int]] = deque(
+            maxlen=UNDO_MAX)
 
     # -- queries ----------------------------------------------------------------------------
     def get(self, event_id: str) -> dict[str, Any]:
@@ -190,11 +197,57 @@ class Engine:
         """
         if record.seq <= self.last_seq:
             return False
+        self._undo.clear()  # the journal holds this record, so everything before it too
         self.last_seq = record.seq
         after = record.after
         self._counter = max(self._counter, int(after["id"][1:]))
         self._index(self._events.get(after["id"]), after)
         return True
+
+    def confirm(self, seq: int) -> None:
+        """Records up to ``seq`` are stored: forget how to undo them (frees old states)."""
+        while self._undo and self._undo[0][0] <= seq:
+            self._undo.popleft()
+
+    def rollback(self, to_seq: int) -> list[str]:
+        """Undo every record this engine made after ``to_seq``, newest first.
+
+        For when the store refused them (``ConflictError``: another instance appended first;
+        or the store failed): the engine goes back to the journal's state, the edge catches
+        up (``store.replay``) and retries the command. Returns the ids of the events
+        reverted. ``ValueError`` if a record after ``to_seq`` was not made here or is too
+        old to undo (then rebuild the engine from the store instead).
+        """
+        if to_seq >= self.last_seq:
+            return []
+        if not self._undo or self._undo[0][0] > to_seq + 1 or self._undo[-1][0] != self.last_seq:
+            raise ValueError(f"cannot roll back to {to_seq}: rebuild from the store")
+        touched = []
+        while self._undo and self._undo[-1][0] > to_seq:
+            seq, eid, prev, counter = self._undo.pop()
+            cur = self._events[eid]
+            self._counter = counter
+            self.last_seq = seq - 1
+            touched.append(eid)
+            if prev is None:
+                self._forget(cur)
+            else:
+                self._index(cur, prev)
+                if prev["status"] in lc.OPEN_STATUSES and prev.get("dispatched_at") is not None:
+                    self._book.set(eid, _entries(prev))  # fired entries were popped
+        return touched
+
+    def _forget(self, ev: dict[str, Any]) -> None:
+        eid = ev["id"]
+        del self._events[eid]
+        self._open.pop(eid, None)
+        self._book.clear(eid)
+        if ev.get("unit") and self._busy.get(ev["unit"]) == eid:
+            del self._busy[ev["unit"]]
+        if ev.get("external_id") is not None:
+            self._by_external.pop((ev.get("source"), ev["external_id"]), None)
+        if ev.get("idempotency_key") is not None:
+            self._by_key.pop(ev["idempotency_key"], None)
 
     def snapshot(self) -> bytes:
         """The whole state as bytes, for ``Store.save_snapshot(engine.last_seq, blob)``."""
@@ -340,7 +393,9 @@ class Engine:
         for k, v in new.items() if "id" in old else ():
             if k not in _NOT_DIFFED and k not in before and old.get(k) != v:
                 before[k] = old.get(k)
-        self._index(self._events.get(new["id"]), new)
+        prev = self._events.get(new["id"])
+        self._undo.append((self.last_seq, new["id"], prev, self._counter - (prev is None)))
+        self._index(prev, new)
         return Record(self.last_seq, new["id"], new["version"], action, actor, at, now,
                       before, new, note, extra)
 

@@ -191,3 +191,44 @@ def test_chain_detects_edit_removal_and_reorder(scenario: Scenario) -> None:
     assert verify_chain(recs[:1] + recs[2:])[0] == 2  # type: ignore[index]
     assert verify_chain([recs[0], recs[2], recs[1], recs[3]])[0] == 2  # type: ignore[index]
     assert recs[1].to_json() == type(recs[1]).from_json(recs[1].to_json()).to_json()
+
+
+def test_rollback_returns_to_the_journal_state(scenario: Scenario) -> None:
+    a = scenario.create(T1)["id"]
+    scenario.at(10)
+    seq = scenario.engine.last_seq
+    before = Engine.restore(scenario.engine.snapshot(), scenario.policy, scenario.routing)
+    eng = scenario.engine
+    # commands whose records the store then refuses (e.g. ConflictError)
+    eng.create(scenario.fields(T1, external_id="X"), "op", scenario.t0 + 11)
+    eng.act(a, "respond", "field-1", scenario.t0 + 12)
+    eng.fire_due(scenario.t0 + 400)
+    assert set(eng.rollback(seq)) == {"E0000002", a}
+    assert eng.last_seq == seq
+    assert list(eng.events()) == list(before.events())
+    assert eng.busy_units() == before.busy_units()
+    assert eng.next_due() == before.next_due()
+    # the same commands again give the same records (fired deadlines fire again)
+    out = eng.create(scenario.fields(T1, external_id="X"), "op", scenario.t0 + 11)
+    assert out.created and out.event is not None and out.event["id"] == "E0000002"
+    fired = eng.fire_due(scenario.t0 + 400).records
+    assert [r.action for r in fired].count("breached") == 4
+
+
+def test_rollback_after_apply_is_refused(scenario: Scenario) -> None:
+    scenario.create(T1)
+    other = Engine(scenario.policy, scenario.routing)
+    for r in scenario.records:
+        other.apply(r)
+    assert other.rollback(other.last_seq) == []
+    with pytest.raises(ValueError):
+        other.rollback(0)
+
+
+def test_confirm_limits_rollback(scenario: Scenario) -> None:
+    scenario.create(T1)
+    scenario.create(T1)
+    scenario.engine.confirm(1)
+    assert scenario.engine.rollback(1) == ["E0000002"]
+    with pytest.raises(ValueError):
+        scenario.engine.rollback(0)
