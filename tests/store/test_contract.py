@@ -124,3 +124,29 @@ async def test_replay_rebuilds_an_engine(store: Store) -> None:
     assert await replay(store, eng, batch=3) == len(sc.records)
     assert list(eng.events()) == list(sc.engine.events())
     assert await replay(store, eng) == 0
+
+
+async def test_two_engines_share_a_store_with_compare_and_set(store: Store) -> None:
+    """What several instances will do on Redis: conflict → rollback → catch up → retry."""
+    from dispatch_scenario import Scenario
+    from table_routing import T1
+
+    from dispatch.core.engine import Engine
+    from dispatch.store import replay
+
+    sc = Scenario()
+    a, b = Engine(sc.policy, sc.routing), Engine(sc.policy, sc.routing)
+    now = sc.t0
+    out_a = a.create(sc.fields(T1, external_id="A"), "op", now)
+    await store.append(out_a.records)
+    out_b = b.create(sc.fields(T1, external_id="B"), "op", now)
+    with pytest.raises(ConflictError):
+        await store.append(out_b.records)
+    b.rollback(out_b.records[0].seq - 1)
+    await replay(store, b)
+    retry = b.create(sc.fields(T1, external_id="B"), "op", now)
+    assert retry.event is not None and retry.event["id"] == "E0000002"
+    assert retry.event["unit"] == "u2"  # it now knows u1 is busy on A's event
+    await store.append(retry.records)
+    await replay(store, a)
+    assert list(a.events()) == list(b.events())
