@@ -1,0 +1,350 @@
+"""Contract §2: route a WGS84 point to a zone, grid cell, township, county and team.
+
+How it works: at construction every level (zones, grid cells, townships, counties, the city)
+gets an STRtree whose geometries are ordered by the level's tie-break (zones by priority
+descending, then area, then id; regions by id), and prepared geometries. A point is then a
+bounding-box query plus a prepared ``intersects_xy`` (boundaries inclusive) on the few
+candidates, and the *smallest index* among the hits is the winner. Each region's team and its
+fallback chain (not empowered → county brigade → city detachment) is resolved once, so
+``locate`` only assembles the answer and its explanation.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import numpy as np
+import shapely
+
+from geo.areas import distance_m
+from geo.coords import validate
+from geo.model import GeoDataset
+
+RULES = ("zone", "grid", "township", "county", "city", "snap")
+_KIND_ZH = {"reservoir": "水库", "island": "海岛", "scenic": "景区", "school": "学校",
+            "market": "市场"}
+_LEVEL_ZH = {"city": "市", "county": "县（市、区）", "township": "乡镇（街道）", "grid": "网格"}
+
+
+class OutsideJurisdictionError(Exception):
+    """The point is outside every region and farther than ``snap_m`` from any township."""
+
+    code = "outside_jurisdiction"
+
+    def __init__(self, distance_m: float, snap_m: float = 0.0) -> None:
+        self.distance_m = distance_m
+        self.snap_m = snap_m
+        super().__init__(f"outside the jurisdiction: {distance_m:,.0f} m from the nearest "
+                         f"township (snap limit {snap_m:,.0f} m)")
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where a point falls, who gets it, and why (``explanation`` is JSON-able)."""
+
+    team: str | None
+    team_level: str | None
+    grid: str | None
+    township: str | None
+    county: str | None
+    city: str | None
+    zone: str | None
+    snapped_m: float | None
+    explanation: dict[str, Any]
+
+
+class BatchRoutes(NamedTuple):
+    """``locate_many`` result: per point, indices into the router's id tuples (-1 = none)."""
+
+    team: np.ndarray       # into router.team_ids; -1 outside the jurisdiction
+    zone: np.ndarray       # into router.zone_ids
+    grid: np.ndarray       # into router.level_ids["grid"]
+    township: np.ndarray   # into router.level_ids["township"]
+    county: np.ndarray     # into router.level_ids["county"]
+    snapped_m: np.ndarray  # float, NaN where not snapped
+
+
+def _step(en: str, zh: str) -> tuple[str, str]:
+    return (en, zh)
+
+
+class _Level:
+    __slots__ = ("ids", "geoms", "tree", "index")
+
+    def __init__(self, ids: list[str], geoms: list[Any]) -> None:
+        self.ids = tuple(ids)
+        self.geoms = np.array(geoms, dtype=object)
+        shapely.prepare(self.geoms)
+        self.tree = shapely.STRtree(self.geoms)
+        self.index = {rid: i for i, rid in enumerate(ids)}
+
+    def hits(self, pt: Any, x: float, y: float) -> list[int]:
+        """Indices of the geometries covering (x, y), smallest (= winner) first."""
+        cand = self.tree.query(pt)
+        if len(cand) == 0:
+            return []
+        if len(cand) == 1:
+            i = int(cand[0])
+            return [i] if shapely.intersects_xy(self.geoms[i], x, y) else []
+        ok = shapely.intersects_xy(self.geoms[cand], x, y)
+        return sorted(cand[ok].tolist())
+
+    def first_many(self, pts: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+        """Vectorised: per point, the smallest covering index, or -1."""
+        out = np.full(len(pts), -1, dtype=np.int64)
+        if len(self.ids) == 0 or len(pts) == 0:
+            return out
+        inp, tr = self.tree.query(pts)
+        ok = shapely.intersects_xy(self.geoms[tr], xs[inp], ys[inp])
+        inp, tr = inp[ok], tr[ok]
+        if len(inp) == 0:
+            return out
+        order = np.lexsort((tr, inp))
+        inp, tr = inp[order], tr[order]
+        first = np.empty(len(inp), dtype=bool)
+        first[0] = True
+        np.not_equal(inp[1:], inp[:-1], out=first[1:])
+        out[inp[first]] = tr[first]
+        return out
+
+
+class Router:
+    """Routes points by contract §2; build once per data set (immutable, thread-safe)."""
+
+    def __init__(self, dataset: GeoDataset, snap_m: float = 2000.0) -> None:
+        self.dataset = ds = dataset
+        self.snap_m = float(snap_m)
+        self.level_ids: dict[str, tuple[str, ...]] = {}
+        self._levels: dict[str, _Level] = {}
+        for lv in ("grid", "township", "county", "city"):
+            rs = sorted((r for r in ds.regions.values() if r.level == lv), key=lambda r: r.id)
+            self._levels[lv] = _Level([r.id for r in rs], [r.geometry for r in rs])
+            self.level_ids[lv] = self._levels[lv].ids
+        zs = sorted(ds.zones.values(), key=lambda z: (-z.priority, z.area_m2, z.id))
+        self._zones = _Level([z.id for z in zs], [z.geometry for z in zs])
+        self.zone_ids = self._zones.ids
+        self.team_ids: tuple[str, ...] = tuple(sorted(ds.teams))
+        self._team_index = {t: i for i, t in enumerate(self.team_ids)}
+        self._resolved: dict[str, tuple[str | None, list[str], list[tuple[str, str]]]] = {}
+        for rid in ds.regions:
+            self._resolved[rid] = self._resolve(rid)
+        self._zone_step = {z.id: self._zone_text(z.id) for z in zs}
+        # vectorised lookups for locate_many: per level index → team index / parents
+        self._team_of = {lv: np.array([self._tix(self._resolved[r][0]) for r in ids], np.int64)
+                         for lv, ids in self.level_ids.items()}
+        self._zone_team = np.array([self._tix(ds.zones[z].team) for z in self.zone_ids],
+                                   np.int64)
+        self._up = {lv: np.array([self._ix(ds.ancestor(r, "township"), "township")
+                                  for r in self.level_ids[lv]] or [], np.int64)
+                    for lv in ("grid",)}
+        self._county_of = {lv: np.array([self._ix(ds.county_of(r), "county")
+                                         for r in self.level_ids[lv]] or [], np.int64)
+                           for lv in ("grid", "township")}
+
+    # -- static resolution ------------------------------------------------------------------
+    def _tix(self, team: str | None) -> int:
+        return self._team_index.get(team, -1) if team else -1
+
+    def _ix(self, rid: str | None, level: str) -> int:
+        return self._levels[level].index.get(rid, -1) if rid else -1
+
+    def _name(self, rid: str) -> str:
+        r = self.dataset.regions.get(rid)
+        return f"{r.name} ({rid})" if r else rid
+
+    def _team_name(self, tid: str) -> str:
+        t = self.dataset.teams.get(tid)
+        return f"{t.name} ({tid})" if t else tid
+
+    def _resolve(self, rid: str) -> tuple[str | None, list[str], list[tuple[str, str]]]:
+        """The team for a region (grids: their township's) with the fallbacks taken."""
+        ds = self.dataset
+        start = ds.township_of(rid) or rid
+        fallbacks: list[str] = []
+        steps: list[tuple[str, str]] = []
+        for r in ds.region_path(start):
+            reg = ds.regions[r]
+            own = ds.own_team(r)
+            if own is not None:
+                t = self._team_name(own)
+                if not fallbacks:
+                    what = "is empowered" if reg.level == "township" else "has its own team"
+                    zh = "为赋权乡镇" if reg.level == "township" else "有本级执法队"
+                    steps.append(_step(f"{reg.level.capitalize()} {self._name(r)} {what} → "
+                                       f"its own team {t}", f"{reg.name} {zh} → 由 {t} 承办"))
+                return own, fallbacks, steps
+            nxt = ds.regions[reg.parent] if reg.parent in ds.regions else None
+            if nxt is None:
+                break
+            who = {"county": "county brigade", "city": "city detachment"}.get(nxt.level,
+                                                                               nxt.level)
+            who_zh = {"county": "县级执法大队", "city": "市级执法支队"}.get(nxt.level, "上级")
+            if reg.level == "township":
+                en = f"township {r} is not empowered → {who}"
+                zh = f"{reg.name}（{r}）未赋权 → 由{who_zh}承办"
+            else:
+                en = f"{reg.level} {r} has no team → {who}"
+                zh = f"{reg.name}（{r}）无本级执法队 → 由{who_zh}承办"
+            fallbacks.append(en)
+            steps.append(_step(en[0].upper() + en[1:], zh))
+        steps.append(_step("No team serves this region or any region above it",
+                           "该辖区及其上级均无执法队"))
+        return None, fallbacks, steps
+
+    def _zone_text(self, zid: str) -> tuple[str, str]:
+        z = self.dataset.zones[zid]
+        t = self._team_name(z.team)
+        kind_zh = _KIND_ZH.get(z.kind, z.kind)
+        return _step(f"In zone {z.name} ({zid}, {z.kind}, priority {z.priority}) → its "
+                     f"designated team {t}",
+                     f"位于专属区域 {z.name}（{kind_zh}，优先级 {z.priority}）"
+                     f"→ 由指定执法队 {t} 承办")
+
+    # -- locating ----------------------------------------------------------------------------
+    def _find_region(self, pt: Any, x: float, y: float) -> tuple[str | None, list[str]]:
+        """The most specific region covering the point (and its tied siblings)."""
+        for lv in ("grid", "township", "county", "city"):
+            hits = self._levels[lv].hits(pt, x, y)
+            if hits:
+                ids = self._levels[lv].ids
+                return lv, [ids[i] for i in hits]
+        return None, []
+
+    def nearest_township(self, lon: float, lat: float) -> tuple[str | None, float]:
+        """The township nearest to a point (metres; ties → smallest id)."""
+        lvl = self._levels["township"]
+        if not lvl.ids:
+            return None, math.inf
+        pt = shapely.Point(lon, lat)
+        first = lvl.tree.query_nearest(pt)
+        d0 = float(shapely.distance(pt, lvl.geoms[int(first[0])]))
+        reach = d0 / max(math.cos(math.radians(lat)), 1e-6) * (1 + 1e-9) + 1e-12
+        cand = lvl.tree.query(pt, predicate="dwithin", distance=reach)
+        best = sorted((distance_m(lvl.geoms[i], lon, lat), lvl.ids[i]) for i in cand.tolist())
+        dmin = best[0][0]
+        tied = [rid for d, rid in best if d <= dmin + 1e-6]
+        return min(tied), dmin
+
+    def locate(self, lon: float, lat: float) -> Route:
+        """Route a WGS84 point (contract §2); raise ``OutsideJurisdictionError`` if beyond reach.
+
+        Raises ``geo.coords.CoordinateError`` for NaN, infinite or out-of-range input.
+        """
+        x, y = validate(lon, lat)
+        pt = shapely.Point(x, y)
+        zhits = self._zones.hits(pt, x, y) if self._zones.ids else []
+        level, ties = self._find_region(pt, x, y)
+        steps: list[dict[str, str]] = []
+        snapped = None
+        if level is None:
+            tw, dist = self.nearest_township(x, y)
+            if tw is None or dist > self.snap_m:
+                if not zhits:
+                    raise OutsideJurisdictionError(dist, self.snap_m)
+            else:
+                level, ties, snapped = "township", [tw], dist
+        rid = ties[0] if ties else None
+        ds = self.dataset
+        path = ds.region_path(rid) if rid else []
+        by_level = {ds.regions[r].level: r for r in path}
+        expl: dict[str, Any] = {"rule": "", "point": [x, y], "zones": [], "zone": None,
+                                "region": by_level.get("grid") and by_level["grid"],
+                                "level": level, "ties": ties if len(ties) > 1 else [],
+                                "fallbacks": [], "snap_m": None, "steps": steps}
+        if snapped is not None:
+            r = ds.regions[rid]
+            steps.append({"en": f"Outside every region, {snapped:,.0f} m from township "
+                                f"{self._name(rid)} (within snap_m {self.snap_m:,.0f} m) → "
+                                "routed as if inside it",
+                          "zh": f"不在任何辖区内，距 {r.name} {snapped:,.0f} 米（吸附阈值 "
+                                f"{self.snap_m:,.0f} 米内）→ 按 {r.name} 处理"})
+            expl["snap_m"] = round(snapped, 1)
+        elif rid is not None:
+            r = ds.regions[rid]
+            where = " → ".join(ds.regions[p].name for p in reversed(path))
+            steps.append({"en": f"In {level} {self._name(rid)}: {where}",
+                          "zh": f"位于{_LEVEL_ZH[level]} {r.name}：{where}"})
+            if len(ties) > 1:
+                steps.append({"en": f"On the shared border of {', '.join(ties)} → smallest id "
+                                    f"{rid}",
+                              "zh": f"位于 {'、'.join(ties)} 的公共边界 → 取编号最小的 {rid}"})
+        expl["region"] = rid
+        if zhits:
+            zid = self._zones.ids[zhits[0]]
+            z = ds.zones[zid]
+            team = z.team
+            expl["rule"] = "zone"
+            expl["zone"] = zid
+            expl["zones"] = [{"id": (zz := ds.zones[self._zones.ids[i]]).id, "name": zz.name,
+                              "priority": zz.priority, "area_m2": round(zz.area_m2, 1)}
+                             for i in zhits]
+            if len(zhits) > 1:
+                steps.append({"en": f"{len(zhits)} zones contain the point; highest priority, "
+                                    f"then smallest area, then smallest id → {zid}",
+                              "zh": f"该点位于 {len(zhits)} 个专属区域内；按优先级最高、面积最小、"
+                                    f"编号最小 → {zid}"})
+            en, zh = self._zone_step[zid]
+            steps.append({"en": en, "zh": zh})
+        else:
+            team, fallbacks, rsteps = self._resolved[rid]  # type: ignore[index]
+            expl["rule"] = "snap" if snapped is not None else level
+            expl["fallbacks"] = list(fallbacks)
+            steps.extend({"en": en, "zh": zh} for en, zh in rsteps)
+        expl["team"] = team
+        t = ds.teams.get(team) if team else None
+        return Route(team=team, team_level=t.level if t else None, grid=by_level.get("grid"),
+                     township=by_level.get("township"), county=by_level.get("county"),
+                     city=by_level.get("city") or (ds.city_id if path else None),
+                     zone=expl["zone"], snapped_m=snapped, explanation=expl)
+
+    def locate_many(self, lons: Any, lats: Any) -> BatchRoutes:
+        """Vectorised ``locate`` for many WGS84 points (the batch benchmark, the oracle test).
+
+        Points that are invalid get team -1; points outside every region are snapped one by
+        one (rare). Ids: ``router.team_ids[team]``, ``router.level_ids["grid"][grid]``...
+        """
+        xs = np.asarray(lons, dtype=float)
+        ys = np.asarray(lats, dtype=float)
+        n = len(xs)
+        ok = np.isfinite(xs) & np.isfinite(ys) & (np.abs(xs) <= 180) & (np.abs(ys) <= 90)
+        pts = shapely.points(np.where(ok, xs, 0.0), np.where(ok, ys, 0.0))
+        zone = self._zones.first_many(pts, xs, ys)
+        grid = self._levels["grid"].first_many(pts, xs, ys)
+        town = np.full(n, -1, np.int64)
+        county = np.full(n, -1, np.int64)
+        team = np.full(n, -1, np.int64)
+        snapped = np.full(n, np.nan)
+        g = grid >= 0
+        town[g] = self._up["grid"][grid[g]]
+        county[g] = self._county_of["grid"][grid[g]]
+        team[g] = self._team_of["grid"][grid[g]]
+        rest = np.flatnonzero(~g & ok)
+        if len(rest):
+            t = self._levels["township"].first_many(pts[rest], xs[rest], ys[rest])
+            hit = t >= 0
+            town[rest[hit]] = t[hit]
+            county[rest[hit]] = self._county_of["township"][t[hit]]
+            team[rest[hit]] = self._team_of["township"][t[hit]]
+            rest = rest[~hit]
+        for lv in ("county", "city"):
+            if len(rest):
+                c = self._levels[lv].first_many(pts[rest], xs[rest], ys[rest])
+                hit = c >= 0
+                if lv == "county":
+                    county[rest[hit]] = c[hit]
+                team[rest[hit]] = self._team_of[lv][c[hit]]
+                rest = rest[~hit]
+        twx = self._levels["township"].index
+        for i in rest.tolist():
+            tw, dist = self.nearest_township(float(xs[i]), float(ys[i]))
+            if tw is not None and dist <= self.snap_m:
+                town[i] = twx[tw]
+                county[i] = self._county_of["township"][twx[tw]]
+                team[i] = self._team_of["township"][twx[tw]]
+                snapped[i] = dist
+        z = (zone >= 0) & ok
+        team[z] = self._zone_team[zone[z]]
+        team[~ok] = -1
+        return BatchRoutes(team, zone, grid, town, county, snapped)
