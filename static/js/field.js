@@ -302,6 +302,7 @@ function renderDetails(e) {
       el('dt', {}, t('ops.detail.location')),
       el('dd', { class: 'mono' }, `${Number(e.location.lon).toFixed(5)}, ${Number(e.location.lat).toFixed(5)}`,
         dist !== null ? ` · ${dist < 1000 ? `${Math.round(dist)} m` : `${(dist / 1000).toFixed(1)} km`}` : ''),
+      el('dt', {}, t('ops.detail.township')), el('dd', { id: 'event-township' }, townshipName(e)),
       el('dt', {}, t('ops.detail.priority')), el('dd', {}, `P${e.priority}`),
       el('dt', {}, t('ops.detail.source')), el('dd', {}, sourceLabel(e.source)),
       el('dt', {}, t('ops.detail.created')), el('dd', {}, fmtClock(e.created_at, true)),
@@ -346,7 +347,48 @@ function renderMap(e) {
   if (mapState.eventId !== e.id) {
     mapState.eventId = e.id;
     fitMap();
+    drawTownships(e);
   }
+}
+
+/**
+ * Context for the small map: the townships of the event's county, the event's own township
+ * outlined. Loaded once, after everything else (about 100 KB), and only when online.
+ */
+let townships = null;
+function townshipName(e) {
+  const f = townships && townships.find((x) => String(x.properties.id) === String(e.township));
+  return f ? pickName(f.properties.name) : String(e.township || '');
+}
+let townshipsLoading = false;
+let townshipLayer = null;
+function drawTownships(e) {
+  if (!mapState) return;
+  if (!townships) {
+    if (townshipsLoading || navigator.onLine === false) return;
+    townshipsLoading = true;
+    api('regions', { query: { level: 'township' } }).then((fc) => {
+      townships = fc.features || [];
+      const cur = currentEvent();
+      if (cur) drawTownships(cur);
+    }).catch(() => {}).finally(() => { townshipsLoading = false; });
+    return;
+  }
+  const { map, P } = mapState;
+  if (townshipLayer) map.removeLayer(townshipLayer);
+  const feats = townships.filter((f) => String((f.properties || {}).parent) === String(e.county)
+    || String((f.properties || {}).id) === String(e.township));
+  townshipLayer = L.geoJSON({ type: 'FeatureCollection', features: feats }, {
+    coordsToLatLng: (c) => P(c[0], c[1]),
+    interactive: false,
+    style: (f) => (String(f.properties.id) === String(e.township)
+      ? { color: '#6fa8ff', weight: 2.5, fillColor: '#1b3a5c', fillOpacity: 0.35 }
+      : { color: '#3d5f86', weight: 1, fill: false }),
+  }).addTo(map);
+  townshipLayer.bringToBack();
+  const own = feats.find((f) => String(f.properties.id) === String(e.township));
+  const slot = document.getElementById('event-township');
+  if (slot && own) slot.textContent = pickName(own.properties.name);
 }
 
 function drawMe() {
