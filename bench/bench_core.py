@@ -301,7 +301,9 @@ def render(r: dict[str, Any], quick: bool) -> str:
         HEADING, "",
         f"Measured {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC on {machine()}"
         f"{' (quick run: smaller sizes)' if quick else ''}.",
-        "Re-run with `.venv/bin/python -m bench.bench_core` (it rewrites this section).", "",
+        "Re-run with `.venv/bin/python -m bench.bench_core` (it rewrites this section). The "
+        "machine is shared with other work: repeated runs vary by up to ±40 %, the "
+        "throughput figures most.", "",
         "| what | figure | target / baseline |", "| --- | --- | --- |",
         f"| core: intakes applied in process ({c['open']:,} events) | "
         f"{c['creates_per_s']:,.0f}/s | — |",
