@@ -132,3 +132,10 @@ def test_random_walks_follow_the_table(actions: list[str]) -> None:
                 sc.act(ev["id"], action, **kw)
         assert sc.engine.get(ev["id"])["status"] == model
         assert sc.engine.get(ev["id"])["tier"] == lc.TIERS[tier_i]
+
+
+def test_docs_show_the_current_diagram() -> None:
+    from pathlib import Path
+
+    doc = Path(__file__).parents[2] / "docs" / "core.md"
+    assert mermaid() in doc.read_text(), "regenerate with python -m dispatch.core.diagram"
