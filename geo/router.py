@@ -130,6 +130,7 @@ class Router:
         self._resolved: dict[str, tuple[str | None, list[str], list[tuple[str, str]]]] = {}
         for rid in ds.regions:
             self._resolved[rid] = self._resolve(rid)
+        self._where_cache: dict[str, tuple[list[str], dict[str, str], tuple[str, str]]] = {}
         self._zone_step = {z.id: self._zone_text(z.id) for z in zs}
         # vectorised lookups for locate_many: per level index → team index / parents
         self._team_of = {lv: np.array([self._tix(self._resolved[r][0]) for r in ids], np.int64)
@@ -202,6 +203,20 @@ class Router:
                      f"位于专属区域 {z.name}（{kind_zh}，优先级 {z.priority}）"
                      f"→ 由指定执法队 {t} 承办")
 
+    def _where(self, rid: str, level: str) -> tuple[list[str], dict[str, str], tuple[str, str]]:
+        """(path, {level: id}, the "in grid X: city → county → …" step), cached per region."""
+        hit = self._where_cache.get(rid)
+        if hit is None:
+            ds = self.dataset
+            path = ds.region_path(rid)
+            by_level = {ds.regions[p].level: p for p in path}
+            names = " → ".join(ds.regions[p].name for p in reversed(path))
+            r = ds.regions[rid]
+            step = (f"In {level} {self._name(rid)}: {names}",
+                    f"位于{_LEVEL_ZH[level]} {r.name}：{names}")
+            hit = self._where_cache[rid] = (path, by_level, step)
+        return hit
+
     # -- locating ----------------------------------------------------------------------------
     def _find_region(self, pt: Any, x: float, y: float) -> tuple[str | None, list[str]]:
         """The most specific region covering the point (and its tied siblings)."""
@@ -247,11 +262,10 @@ class Router:
                 level, ties, snapped = "township", [tw], dist
         rid = ties[0] if ties else None
         ds = self.dataset
-        path = ds.region_path(rid) if rid else []
-        by_level = {ds.regions[r].level: r for r in path}
+        path, by_level, where = self._where(rid, level) if rid else ([], {}, None)
         expl: dict[str, Any] = {"rule": "", "point": [x, y], "zones": [], "zone": None,
-                                "region": by_level.get("grid") and by_level["grid"],
-                                "level": level, "ties": ties if len(ties) > 1 else [],
+                                "region": rid, "level": level,
+                                "ties": ties if len(ties) > 1 else [],
                                 "fallbacks": [], "snap_m": None, "steps": steps}
         if snapped is not None:
             r = ds.regions[rid]
@@ -261,16 +275,12 @@ class Router:
                           "zh": f"不在任何辖区内，距 {r.name} {snapped:,.0f} 米（吸附阈值 "
                                 f"{self.snap_m:,.0f} 米内）→ 按 {r.name} 处理"})
             expl["snap_m"] = round(snapped, 1)
-        elif rid is not None:
-            r = ds.regions[rid]
-            where = " → ".join(ds.regions[p].name for p in reversed(path))
-            steps.append({"en": f"In {level} {self._name(rid)}: {where}",
-                          "zh": f"位于{_LEVEL_ZH[level]} {r.name}：{where}"})
+        elif where is not None:
+            steps.append({"en": where[0], "zh": where[1]})
             if len(ties) > 1:
                 steps.append({"en": f"On the shared border of {', '.join(ties)} → smallest id "
                                     f"{rid}",
                               "zh": f"位于 {'、'.join(ties)} 的公共边界 → 取编号最小的 {rid}"})
-        expl["region"] = rid
         if zhits:
             zid = self._zones.ids[zhits[0]]
             z = ds.zones[zid]

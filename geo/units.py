@@ -8,13 +8,14 @@ team base is used instead, and the explanation says so.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Container
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from geo.areas import haversine_m
+from geo.areas import R_EARTH_M, haversine_m
 from geo.coords import validate
 from geo.model import GeoDataset
 
@@ -51,16 +52,21 @@ class UnitIndex:
     def __init__(self, dataset: GeoDataset, position_max_age_s: float = 300.0) -> None:
         self.dataset = ds = dataset
         self.position_max_age_s = float(position_max_age_s)
-        self.unit_ids: tuple[str, ...] = tuple(sorted(ds.units))
+        # slots ordered by (team, unit id): each team's units are one contiguous slice
+        order = sorted(ds.units.values(), key=lambda u: (u.team, u.id))
+        self.unit_ids: tuple[str, ...] = tuple(u.id for u in order)
         self._slot = {u: i for i, u in enumerate(self.unit_ids)}
         n = len(self.unit_ids)
-        self._team = [ds.units[u].team for u in self.unit_ids]
+        self._team = [u.team for u in order]
         base = np.array([ds.teams[t].base for t in self._team], dtype=float).reshape(n, 2)
         self._base_lon, self._base_lat = base[:, 0].copy(), base[:, 1].copy()
         self._lon = np.full(n, np.nan)
         self._lat = np.full(n, np.nan)
         self._at = np.full(n, np.nan)
         self._acc: list[float | None] = [None] * n
+        self._rank = np.array([u.id for u in order], dtype=object).argsort(kind="stable")
+        self._id_rank = np.empty(n, dtype=np.int64)
+        self._id_rank[self._rank] = np.arange(n)  # position of each slot in id order
         by_team: dict[str, list[int]] = {}
         by_county: dict[str, list[int]] = {}
         for i, t in enumerate(self._team):
@@ -71,7 +77,7 @@ class UnitIndex:
                 by_county.setdefault(county, []).append(i)
         self._codes = {t: k for k, t in enumerate(sorted(ds.teams))}
         self._team_code = np.array([self._codes[t] for t in self._team], dtype=np.int64)
-        self._by_team = {t: np.array(v, dtype=np.int64) for t, v in by_team.items()}
+        self._by_team = {t: slice(v[0], v[-1] + 1) for t, v in by_team.items()}
         self._by_county = {c: np.array(v, dtype=np.int64) for c, v in by_county.items()}
         self._empty = np.zeros(0, dtype=np.int64)
 
@@ -131,13 +137,41 @@ class UnitIndex:
                  n: int = 1) -> list[tuple[int, float, str, float | None]]:
         plon, plat, fresh, at = self._effective(idx, now)
         d = haversine_m(lon, lat, plon, plat)
-        order = np.argsort(d, kind="stable")[:n]  # idx is sorted by id: ties → smallest id
+        if n == 1:  # ties → smallest unit id
+            best = np.flatnonzero(d == d.min())
+            order = [best[0] if len(best) == 1 else best[np.argmin(self._id_rank[idx[best]])]]
+        else:
+            order = np.lexsort((self._id_rank[idx], d))[:n]
         out = []
-        for k in order.tolist():
+        for k in (int(v) for v in order):
             src = "reported" if fresh[k] else ("base" if np.isnan(at[k]) else "stale")
             age = None if np.isnan(at[k]) else max(0.0, now - float(at[k]))
             out.append((int(idx[k]), float(d[k]), src, age))
         return out
+
+    def _nearest_in_slice(self, sl: slice, lon: float, lat: float, now: float,
+                          busy: Container[str]) -> tuple[int, float, str, float | None] | None:
+        """The hot path: one team's contiguous slots, views only, argmin on haversine's a."""
+        at = self._at[sl]
+        fresh = (now - at) <= self.position_max_age_s
+        plon = np.where(fresh, self._lon[sl], self._base_lon[sl])
+        plat = np.where(fresh, self._lat[sl], self._base_lat[sl])
+        p1 = math.radians(lat)
+        p2 = np.radians(plat)
+        a = np.sin((p2 - p1) * 0.5) ** 2 + np.cos(p2) * (
+            math.cos(p1) * np.sin(np.radians(plon - lon) * 0.5) ** 2)
+        if not isinstance(busy, set | frozenset | dict | list | tuple) or busy:
+            ids = self.unit_ids
+            for k in range(sl.start, sl.stop):
+                if ids[k] in busy:
+                    a[k - sl.start] = np.inf
+        k = int(np.argmin(a))  # slots are in id order within a team: ties → smallest id
+        if not np.isfinite(a[k]):
+            return None
+        d = 2 * R_EARTH_M * math.asin(math.sqrt(min(float(a[k]), 1.0)))
+        t = float(at[k])
+        src = "reported" if fresh[k] else ("base" if math.isnan(t) else "stale")
+        return sl.start + k, d, src, (None if math.isnan(t) else max(0.0, now - t))
 
     def _pick(self, slot: int, dist: float, src: str, age: float | None, mutual: bool,
               routed: str | None, county: str | None) -> UnitPick:
@@ -167,10 +201,11 @@ class UnitIndex:
         Mutual aid (contract §2.5) only draws on teams whose region lies in the same county as
         the routed team's region, never another county's and never the city's.
         """
-        own = self._available(self._by_team.get(team_id, self._empty), busy)
-        if len(own):
-            s, d, src, age = self._nearest(own, lon, lat, now)[0]
-            return self._pick(s, d, src, age, False, team_id, None)
+        sl = self._by_team.get(team_id)
+        if sl is not None:
+            hit = self._nearest_in_slice(sl, lon, lat, now, busy)
+            if hit is not None:
+                return self._pick(*hit, False, team_id, None)
         team = self.dataset.teams.get(team_id)
         if team is None:
             return None
