@@ -711,10 +711,21 @@ function renderDetail() {
         el('button', { type: 'button', class: 'btn', id: 'do-reassign-team', onclick: () => act('reassign', { team: teamSel.value }) }, t('action.reassign'))),
       el('div', { class: 'action-row' },
         el('button', { type: 'button', class: 'btn', id: 'do-escalate', disabled: e.tier === 'city', onclick: () => act('escalate') }, t('action.escalate')),
-        el('button', { type: 'button', class: 'btn primary', id: 'do-resolve', onclick: () => act('resolve') }, t('action.resolve')),
+        // Resolving closes the case: only once a unit is on scene (the lifecycle's rule).
+        el('button', {
+          type: 'button', class: 'btn primary', id: 'do-resolve', disabled: e.status !== 'arrived',
+          title: e.status !== 'arrived' ? t('ops.resolve.after_arrive') : null, onclick: () => act('resolve'),
+        }, t('action.resolve')),
+        // Cancel asks twice on the button itself (no blocking browser dialog on a big screen).
         el('button', {
           type: 'button', class: 'btn danger', id: 'do-cancel',
-          onclick: () => { if (window.confirm(t('ops.confirm.cancel'))) act('cancel'); },
+          onclick: (ev) => {
+            const b = ev.currentTarget;
+            if (b.dataset.armed === '1') { act('cancel'); return; }
+            b.dataset.armed = '1';
+            b.textContent = t('ops.confirm.cancel');
+            setTimeout(() => { if (b.isConnected) { b.dataset.armed = ''; b.textContent = t('action.cancel'); } }, 4000);
+          },
         }, t('action.cancel'))))) : null,
     section(t('ops.detail.units'), unitsBlock(e, act, open)),
     section(t('ops.detail.routing'), routingBlock(e.routing)),
@@ -779,6 +790,8 @@ async function doAction(id, action, body) {
       if (isOpen(ev)) S.events.set(ev.id, ev); else S.events.delete(ev.id);
       drawEvent(ev);
       scheduleList();
+      // Closed by this operator: back to the list (the timeline stays one click away).
+      if (!isOpen(ev) && S.selected === ev.id) { closeDetail(); return; }
     }
     refreshDetail();
   } catch (e) {

@@ -133,19 +133,44 @@ def test_actions_from_the_detail_panel(server, open_page):
     ev = server.post_event(*BEIYANG, description="需要升级")
     row(page, ev["id"]).click()
     page.wait_for_selector("#detail-view .timeline li", timeout=5000)
+    # Resolving waits for a unit on scene.
+    assert page.locator("#do-resolve").is_disabled()
     page.fill("#action-note", "现场需要区级支援")
     page.click("#do-escalate")
     wait_until(lambda: server.get(f"/api/v1/events/{ev['id']}")["tier"] != ev["tier"],
                what="escalation")
     full = server.get(f"/api/v1/events/{ev['id']}")
     assert any(x.get("note") == "现场需要区级支援" for x in full["timeline"])
+    for action in ("respond", "depart", "arrive"):
+        server.act(ev["id"], action)
+    page.wait_for_selector("#do-resolve:not([disabled])", timeout=5000)
     page.fill("#action-note", "已处理完毕")
     page.click("#do-resolve")
     wait_until(lambda: server.get(f"/api/v1/events/{ev['id']}")["status"] == "resolved",
                what="resolve")
-    # A resolved event leaves the list.
-    page.click("#detail-back")
+    # A resolved event leaves the list, and the page goes back to the list.
+    page.wait_for_selector("#list-view:not(.hidden)", timeout=3000)
     row(page, ev["id"]).wait_for(state="detached", timeout=3000)
+    # Cancel asks twice, on the button.
+    ev2 = server.post_event(*BEIYANG, description="重复上报")
+    row(page, ev2["id"]).click()
+    page.wait_for_selector("#detail-view .timeline li", timeout=5000)
+    page.fill("#action-note", "重复事件")
+    page.click("#do-cancel")
+    assert server.get(f"/api/v1/events/{ev2['id']}")["status"] != "cancelled"
+    page.click("#do-cancel")
+    wait_until(lambda: server.get(f"/api/v1/events/{ev2['id']}")["status"] == "cancelled",
+               what="cancel")
+    # Reassign to another team of the county, from the list of teams.
+    ev3 = server.post_event(*BEIYANG, description="改派测试")
+    row(page, ev3["id"]).click()
+    page.wait_for_selector("#detail-view .timeline li", timeout=5000)
+    options = page.eval_on_selector_all("#reassign-team option", "ns => ns.map(n => n.value)")
+    target = next(t for t in options if t != ev3["team"])
+    page.select_option("#reassign-team", target)
+    page.click("#do-reassign-team")
+    wait_until(lambda: server.get(f"/api/v1/events/{ev3['id']}")["team"] == target,
+               what="reassign")
 
 
 def test_reconnect_resumes_from_the_last_sequence_number(server, open_page, browser):
@@ -204,8 +229,9 @@ def test_description_is_shown_as_text_never_html(server, open_page):
     r.click()
     page.wait_for_selector("#detail-view .timeline li", timeout=5000)
     assert page.locator("#detail-description").inner_text() == evil
-    # Hover the marker: the tooltip shows the text too.
-    page.locator(f'.ev-icon span[data-event="{ev["id"]}"]').hover()
+    # The marker's tooltip shows the text too (markers at one spot overlap: no real hover).
+    page.locator(f'.ev-icon span[data-event="{ev["id"]}"]').wait_for(timeout=5000)
+    page.locator(f'.ev-icon:has(span[data-event="{ev["id"]}"])').dispatch_event("mouseover")
     page.wait_for_selector(".leaflet-tooltip", timeout=3000)
     assert evil in page.locator(".leaflet-tooltip").first.inner_text()
     assert page.locator("img:not(.leaflet-tile):not(.leaflet-marker-icon)").count() == 0
