@@ -309,14 +309,27 @@ class Router:
                      city=by_level.get("city") or (ds.city_id if path else None),
                      zone=expl["zone"], snapped_m=snapped, explanation=expl)
 
-    def locate_many(self, lons: Any, lats: Any) -> BatchRoutes:
+    def locate_many(self, lons: Any, lats: Any, workers: int = 1) -> BatchRoutes:
         """Vectorised ``locate`` for many WGS84 points (the batch benchmark, the oracle test).
 
         Points that are invalid get team -1; points outside every region are snapped one by
         one (rare). Ids: ``router.team_ids[team]``, ``router.level_ids["grid"][grid]``...
+        ``workers`` > 1 splits the points over threads (shapely releases the GIL).
         """
         xs = np.asarray(lons, dtype=float)
         ys = np.asarray(lats, dtype=float)
+        if workers > 1 and len(xs) >= 20000:
+            from concurrent.futures import ThreadPoolExecutor
+
+            cuts = np.linspace(0, len(xs), workers + 1).astype(int)
+            with ThreadPoolExecutor(workers) as pool:
+                parts = list(pool.map(lambda ab: self._locate_many(xs[ab[0]:ab[1]],
+                                                                   ys[ab[0]:ab[1]]),
+                                      zip(cuts[:-1], cuts[1:], strict=True)))
+            return BatchRoutes(*(np.concatenate(col) for col in zip(*parts, strict=True)))
+        return self._locate_many(xs, ys)
+
+    def _locate_many(self, xs: np.ndarray, ys: np.ndarray) -> BatchRoutes:
         n = len(xs)
         ok = np.isfinite(xs) & np.isfinite(ys) & (np.abs(xs) <= 180) & (np.abs(ys) <= 90)
         pts = shapely.points(np.where(ok, xs, 0.0), np.where(ok, ys, 0.0))

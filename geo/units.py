@@ -20,6 +20,18 @@ from geo.coords import validate
 from geo.model import GeoDataset
 
 
+def _xyz(lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
+    lo, la = np.radians(lon), np.radians(lat)
+    return np.array([np.cos(la) * np.cos(lo), np.cos(la) * np.sin(lo), np.sin(la)])
+
+
+def _haversine1(lon1: float, lat1: float, lon2: float, lat2: float) -> float:
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    a = (math.sin((p2 - p1) / 2) ** 2
+         + math.cos(p1) * math.cos(p2) * math.sin(math.radians(lon2 - lon1) / 2) ** 2)
+    return 2 * R_EARTH_M * math.asin(math.sqrt(min(a, 1.0)))
+
+
 class UnknownUnitError(KeyError):
     """No unit has this id."""
 
@@ -64,6 +76,9 @@ class UnitIndex:
         self._lat = np.full(n, np.nan)
         self._at = np.full(n, np.nan)
         self._acc: list[float | None] = [None] * n
+        # unit vectors on the sphere: ranking by great-circle distance = ranking by dot product
+        self._bxyz = _xyz(self._base_lon, self._base_lat)
+        self._rxyz = np.full((3, n), np.nan)
         self._rank = np.array([u.id for u in order], dtype=object).argsort(kind="stable")
         self._id_rank = np.empty(n, dtype=np.int64)
         self._id_rank[self._rank] = np.arange(n)  # position of each slot in id order
@@ -95,6 +110,7 @@ class UnitIndex:
         if not np.isnan(self._at[i]) and float(at) < self._at[i]:
             return False
         self._lon[i], self._lat[i], self._at[i] = x, y, float(at)
+        self._rxyz[:, i] = _xyz(np.array([x]), np.array([y]))[:, 0]
         self._acc[i] = None if accuracy_m is None else float(accuracy_m)
         return True
 
@@ -151,24 +167,31 @@ class UnitIndex:
 
     def _nearest_in_slice(self, sl: slice, lon: float, lat: float, now: float,
                           busy: Container[str]) -> tuple[int, float, str, float | None] | None:
-        """The hot path: one team's contiguous slots, views only, argmin on haversine's a."""
+        """The hot path: one team's contiguous slots, views only, a dot product per unit."""
         at = self._at[sl]
         fresh = (now - at) <= self.position_max_age_s
-        plon = np.where(fresh, self._lon[sl], self._base_lon[sl])
-        plat = np.where(fresh, self._lat[sl], self._base_lat[sl])
-        p1 = math.radians(lat)
-        p2 = np.radians(plat)
-        a = np.sin((p2 - p1) * 0.5) ** 2 + np.cos(p2) * (
-            math.cos(p1) * np.sin(np.radians(plon - lon) * 0.5) ** 2)
+        r, b = self._rxyz[:, sl], self._bxyz[:, sl]
+        v = np.where(fresh, r, b)
+        cl = math.cos(math.radians(lat))
+        p = (cl * math.cos(math.radians(lon)), cl * math.sin(math.radians(lon)),
+             math.sin(math.radians(lat)))
+        dot = v[0] * p[0] + v[1] * p[1] + v[2] * p[2]
         if not isinstance(busy, set | frozenset | dict | list | tuple) or busy:
             ids = self.unit_ids
             for k in range(sl.start, sl.stop):
                 if ids[k] in busy:
-                    a[k - sl.start] = np.inf
-        k = int(np.argmin(a))  # slots are in id order within a team: ties → smallest id
-        if not np.isfinite(a[k]):
+                    dot[k - sl.start] = -np.inf
+        if not len(dot):
             return None
-        d = 2 * R_EARTH_M * math.asin(math.sqrt(min(float(a[k]), 1.0)))
+        # first maximum: slots are in id order within a team, so exact ties (units at the
+        # same base) go to the smallest id; the dot product resolves distances to ~mm
+        k = int(np.argmax(dot))
+        if dot[k] == -np.inf:
+            return None
+        s = sl.start + k
+        ulon, ulat = ((self._lon[s], self._lat[s]) if fresh[k]
+                      else (self._base_lon[s], self._base_lat[s]))
+        d = _haversine1(lon, lat, float(ulon), float(ulat))
         t = float(at[k])
         src = "reported" if fresh[k] else ("base" if math.isnan(t) else "stale")
         return sl.start + k, d, src, (None if math.isnan(t) else max(0.0, now - t))
