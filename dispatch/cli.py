@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import sys
@@ -62,6 +63,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         attach_demo(app, rate_per_min=args.demo_rate)
     _print_banner(config)
+    # The live state is many small dicts: collect young objects less often, or full
+    # collections over it pause the loop for 100+ ms under load (bench/bench_core.py).
+    gc.set_threshold(50_000, 50, 1000)
     web.run_app(app, host=config.host, port=config.port, access_log_class=AccessLogger,
                 access_log=logging.getLogger("dispatch.access") if args.access_log else None,
                 shutdown_timeout=10.0, print=None, handle_signals=True)

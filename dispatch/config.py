@@ -177,6 +177,8 @@ def _apply_env(raw: dict[str, Any], env: dict[str, str] | os._Environ[str]) -> N
             value = yaml.safe_load(text)
         except yaml.YAMLError:
             value = text
+        if isinstance(value, dict | list) or value is None:
+            value = text  # one value per variable: "memory:" is a string, not a mapping
         _set_path(raw, dotted, value)
 
 

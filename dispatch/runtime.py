@@ -23,7 +23,7 @@ from dispatch.core.engine import Engine, Outcome
 from dispatch.core.policy import Category, Policy, TimerWindows
 from dispatch.core.records import Record
 from dispatch.routing import GeoRoutingPort
-from dispatch.store import open_store
+from dispatch.store import open_store, replay
 from dispatch.store.base import Store
 from geo.loader import GeoDataset, load_dataset
 from geo.router import Router
@@ -85,27 +85,28 @@ class Runtime:
         """Open the store, rebuild state from the journal, fire overdue deadlines once."""
         await self.store.open()
         snap = await self.store.load_snapshot()
-        after = 0
-        if snap is not None and hasattr(Engine, "restore"):
-            after, blob = snap
-            self.engine = Engine.restore(blob, self.policy, self.port)
-        while True:
-            batch = await self.store.read(after_seq=after, limit=5000)
-            if not batch:
-                break
-            for rec in batch:
-                self.engine.apply(rec)
-            after = batch[-1].seq
+        if snap is not None:
+            self.engine = Engine.restore(snap[1], self.policy, self.port)
+        await replay(self.store, self.engine)
         self.published_seq = self.engine.last_seq
         await self.fire_due()
         self._timer_task = asyncio.create_task(self._deadline_loop(), name="deadlines")
 
     async def stop(self) -> None:
-        """Stop the deadline loop and flush the store."""
+        """Stop the deadline loop, snapshot the state for a fast restart, flush the store.
+
+        The snapshot is only a cache of what the journal says: it is taken when every record
+        the engine holds is committed, and start-up replays the journal after it.
+        """
         if self._timer_task is not None:
             self._timer_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._timer_task
+        if self.healthy and self.engine.last_seq == self.published_seq:
+            try:
+                await self.store.save_snapshot(self.engine.last_seq, self.engine.snapshot())
+            except Exception:
+                log.exception("snapshot failed; the next start replays the whole journal")
         await self.store.close()
 
     # -- commands ---------------------------------------------------------------------------
@@ -136,10 +137,15 @@ class Runtime:
         self._wake.set()
         try:
             stored = await self.store.append(records)
-        except Exception as exc:  # the engine is now ahead of the journal: stop answering
-            self.healthy = False
-            log.exception("store append failed; the server stops taking changes")
+        except Exception as exc:
+            # Nothing is answered: undo what the engine did so its state is the journal's.
+            log.exception("store append failed; the change is undone and refused")
+            try:
+                self.engine.rollback(records[0].seq - 1)
+            except ValueError:
+                self.healthy = False  # cannot undo: stop taking changes until restarted
             raise StoreUnavailableError(str(exc)) from exc
+        self.engine.confirm(records[-1].seq)
         self.published_seq = max(self.published_seq, records[-1].seq)
         for listener in list(self.listeners):
             try:

@@ -99,18 +99,21 @@ class Simulator:
     """Creates events and plays the dispatched units, through the public API only."""
 
     def __init__(self, url: str, token: str, rate_per_min: float = 6.0,
-                 seed: int | None = None, late_share: float = 0.2) -> None:
+                 seed: int | None = None, late_share: float = 0.2,
+                 time_scale: float = 1.0) -> None:
         self.url = url.rstrip("/")
         self.token = token
         self.rate_per_min = rate_per_min
         self.rng = random.Random(seed)
         self.late_share = late_share
+        self.time_scale = time_scale  # < 1 plays the city faster (tests)
         self.session: aiohttp.ClientSession | None = None
         self.places: Places | None = None
         self.units: dict[str, dict[str, Any]] = {}
         self.playing: set[str] = set()
         self.tasks: set[asyncio.Task[None]] = set()
         self.created = 0
+        self.rejected = 0
 
     @property
     def headers(self) -> dict[str, str]:
@@ -157,15 +160,19 @@ class Simulator:
         weights = [m[1] for m in MIX]
         where = {m[0]: m[2] for m in MIX}
         while True:
-            await asyncio.sleep(self.rng.expovariate(self.rate_per_min / 60.0))
+            await self._sleep(self.rng.expovariate(self.rate_per_min / 60.0))
             cat = self.rng.choices(cats, weights)[0]
             lon, lat = self.places.sample(where[cat], self.rng)
             body = {"location": {"lon": lon, "lat": lat, "crs": "wgs84"}, "category": cat,
                     "description": DESCRIPTIONS.get(cat, ""),
                     "source": self.rng.choice(SOURCES),
                     "external_id": f"sim-{secrets.token_hex(6)}"}
-            await self._send("POST", "/api/v1/events", body)
-            self.created += 1
+            data = await self._send("POST", "/api/v1/events", body)
+            if isinstance(data, dict) and "id" in data:
+                self.created += 1
+            else:
+                self.rejected += 1
+                log.info("intake refused a simulated event: %s", data)
 
     async def _feed(self) -> None:
         ws_url = self.url.replace("http", "ws", 1) + "/ws"
@@ -194,6 +201,9 @@ class Simulator:
             self.tasks.add(t)
             t.add_done_callback(self.tasks.discard)
 
+    async def _sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds * self.time_scale)
+
     def _delay(self, window_s: float, share: float) -> float:
         """Mostly within ``share`` of the window, sometimes late."""
         if self.rng.random() < self.late_share:
@@ -205,10 +215,10 @@ class Simulator:
         try:
             unit = self.units.get(unit_id) or {"lon": ev["location"]["lon"],
                                                "lat": ev["location"]["lat"], "kind": "vehicle"}
-            await asyncio.sleep(self._delay(60, 0.6))
+            await self._sleep(self._delay(60, 0.6))
             if not await self._act(eid, "respond", unit_id):
                 return
-            await asyncio.sleep(self._delay(120, 0.6))
+            await self._sleep(self._delay(120, 0.6))
             if not await self._act(eid, "depart", unit_id):
                 return
             here = (unit["lon"], unit["lat"])
@@ -220,11 +230,11 @@ class Simulator:
                 await self._send("PUT", f"/api/v1/units/{unit_id}/position",
                                  {"lon": round(here[0], 6), "lat": round(here[1], 6),
                                   "accuracy_m": 10})
-                await asyncio.sleep(5.0)
+                await self._sleep(5.0)
             unit["lon"], unit["lat"] = here
             if not await self._act(eid, "arrive", unit_id):
                 return
-            await asyncio.sleep(self.rng.uniform(60, 600))
+            await self._sleep(self.rng.uniform(60, 600))
             await self._act(eid, "resolve", unit_id, note="已处置 handled")
         finally:
             self.playing.discard(eid)

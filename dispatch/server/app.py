@@ -39,10 +39,10 @@ def json_response(data: Any, status: int = 200, headers: dict[str, str] | None =
                         content_type="application/json", charset="utf-8")
 
 
-def error_response(status: int, code: str, message: str, field: str | None = None,
+def error_response(http_status: int, code: str, message: str, field: str | None = None,
                    **extra: Any) -> web.Response:
     return json_response({"error": {"code": code, "message": message, "field": field, **extra}},
-                         status=status)
+                         status=http_status)
 
 
 @dataclass
@@ -78,11 +78,11 @@ class State:
 
 
 STATE: web.AppKey[State] = web.AppKey("state", State)
-PRINCIPAL = "principal"
+PRINCIPAL: web.RequestKey[Principal] = web.RequestKey("principal", Principal)
 
 
 def principal_of(request: web.Request) -> Principal:
-    return request[PRINCIPAL]  # type: ignore[no-any-return]
+    return request[PRINCIPAL]
 
 
 def bearer(request: web.Request) -> str | None:

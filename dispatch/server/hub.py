@@ -53,7 +53,7 @@ class Client:
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     closed: bool = False
     dropped_positions: int = 0
-    team_paths: dict[str, frozenset[str]] | None = None
+    unsubscribe: Callable[[], None] | None = None
 
     def offer(self, seq: int, data: bytes, is_position: bool = False) -> bool:
         """Queue one message; False when the client is too slow and must go."""
@@ -110,6 +110,7 @@ class Hub:
                     index[key].discard(client)
                     if not index[key]:
                         del index[key]
+        client.unsubscribe = remove
         return remove
 
     # -- publishing -----------------------------------------------------------------------
@@ -171,6 +172,8 @@ class Hub:
 
     def _drop_slow(self, c: Client) -> None:
         c.closed = True
+        if c.unsubscribe is not None:
+            c.unsubscribe()  # publishers stop seeing it at once, before the close handshake
         c.queue.clear()
         c.ready.set()
         self.disconnected_slow += 1
@@ -210,7 +213,7 @@ async def writer(client: Client, hub: Hub, first: list[bytes]) -> None:
                 continue
             await ws.send_frame(data, WSMsgType.TEXT)
             hub.delivered += 1
-    except (ConnectionResetError, RuntimeError, asyncio.CancelledError):
+    except (ConnectionError, RuntimeError, asyncio.CancelledError):
         pass
 
 

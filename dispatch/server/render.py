@@ -51,6 +51,9 @@ def event_json(ev: dict[str, Any], tz: tzinfo, now: float,
     """One event as clients see it."""
     out: dict[str, Any] = {k: ev.get(k) for k in PUBLIC_KEYS}
     out["mutual_aid"] = bool(ev.get("mutual_aid"))
+    r = ev.get("routing") or {}
+    out["routing"] = {**(r.get("route") or {}), "snapped_m": r.get("snapped_m"),
+                      "unit": r.get("unit")}
     out["breaches"] = list(ev.get("breaches") or [])
     for k in TIME_KEYS:
         out[k] = iso(ev.get(k), tz)
@@ -61,8 +64,10 @@ def event_json(ev: dict[str, Any], tz: tzinfo, now: float,
     if nd is not None:
         stage, due = nd
         out["next_deadline"] = {"stage": stage, "at": iso(due, tz)}
-        window = due - (ev.get("dispatched_at") or due)
-        warn_at = due - warn_fraction * window
+        warn_at = (ev.get("warn_at") or {}).get(stage)
+        if warn_at is None:
+            window = due - (ev.get("dispatched_at") or due)
+            warn_at = due - warn_fraction * window
     else:
         out["next_deadline"] = None
     out["timer_state"] = timer_state(ev, warn_at, now)

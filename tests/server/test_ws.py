@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from typing import Any
 
 import pytest
@@ -187,13 +188,18 @@ async def test_slow_client_is_dropped_while_others_keep_up(tmp_path):
     srv = await start_server(tmp_path, ws={"queue_size": 5})
     try:
         lon, lat = point_in(srv, "331003")
-        slow = await connect(srv, "city")
+        # a client with a tiny receive window that stops reading
+        raw = socket.socket()
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        raw.connect(("127.0.0.1", int(srv.url.rsplit(":", 1)[1])))
+        slow = await websockets.connect(srv.ws_url, sock=raw, additional_headers=srv.auth("city"),
+                                        max_size=None)
         fast = await connect(srv, "city")
         await recv(fast)
         # the slow client stops reading: its transport fills, then its queue overflows
         slow.transport.pause_reading()
         received = 0
-        for i in range(400):
+        for i in range(1500):
             await srv.call("POST", "/api/v1/events", "intake",
                            json=intake_body(lon, lat, description="长" * 1500))
             msg = await recv_until(fast, lambda m: m["type"] == "event.created", 2.0)

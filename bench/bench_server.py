@@ -1,0 +1,440 @@
+"""Server benchmark (issue 4): intake and push latency under a city's load, against a bare
+aiohttp baseline doing the same JSON parse and broadcast, in the same run.
+
+    .venv/bin/python -m bench.bench_server [--quick]
+
+Set-up, as a real city would have it: 1,000 WebSocket clients (20 city operators, 80 county
+operators, 300 township operators, 600 field units, each receiving only its scope), and the
+3,468 demo units each reporting a position every 10 s (~347 PUT/s). The server runs in its own
+process (``dispatch serve --config … --port …``, as clients start it); this process is the
+load generator (aiohttp for HTTP, ``websockets`` for the sockets). Offered load is open-loop:
+POSTs leave on schedule whether or not earlier ones were answered.
+
+Figures: POST → 201 and POST → ``event.created`` on a city operator's socket, p50/p99/max at
+100, 500 and 1,000 events/s; the highest rate at which push p99 stays under 100 ms; fan-out
+(messages delivered per second) to 1,000 and 5,000 clients. The generator shares the 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import websockets
+import yaml
+
+from bench.report import machine, percentile, update_section
+from geo import DEMO_DIR
+from geo.loader import load_dataset
+from geo.router import Router
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Client:
+    token: str
+    region: str
+    probe: bool = False
+    count: int = 0
+    created: int = 0
+
+
+@dataclass
+class Run:
+    sent: dict[str, float] = field(default_factory=dict)
+    answered: dict[str, float] = field(default_factory=dict)
+    pushed: dict[str, float] = field(default_factory=dict)
+    errors: int = 0
+
+
+def city_layout(ds: Any, n_city: int = 20, n_county: int = 80, n_town: int = 300,
+                n_field: int = 600) -> tuple[list[dict[str, Any]], list[Client]]:
+    """Tokens for the config and the clients that use them."""
+    counties = sorted(r for r, x in ds.regions.items() if x.level == "county")
+    towns = sorted(r for r, x in ds.regions.items() if x.level == "township")
+    units = sorted(ds.units)[:: max(1, len(ds.units) // n_field)][:n_field]
+    tokens, clients = [], []
+
+    def add(role: str, region: str | None, unit: str | None, i: int) -> None:
+        tok = f"bench-{role}-{i:05d}-token"
+        tokens.append({"token": tok, "role": role, "region": region, "unit": unit})
+        clients.append(Client(token=tok, region=region or unit or "*"))
+
+    for i in range(n_city):
+        add("operator", ds.city_id, None, i)
+    for i in range(n_county):
+        add("operator", counties[i % len(counties)], None, 100 + i)
+    for i in range(n_town):
+        add("operator", towns[i % len(towns)], None, 1000 + i)
+    for i, u in enumerate(units):
+        add("field", None, u, 5000 + i)
+    clients[0].probe = True
+    tokens.append({"token": "bench-admin-token", "role": "admin"})
+    tokens.append({"token": "bench-intake-token", "role": "intake"})
+    return tokens, clients
+
+
+def sample_points(ds: Any, router: Router, n: int, seed: int = 1) -> list[dict[str, Any]]:
+    """Event bodies at routable places, each with the scope the baseline broadcasts to."""
+    rng = random.Random(seed)
+    towns = [r for r in ds.regions.values() if r.level == "township"]
+    out = []
+    while len(out) < n:
+        t = rng.choice(towns)
+        minx, miny, maxx, maxy = t.geometry.bounds
+        lon, lat = rng.uniform(minx, maxx), rng.uniform(miny, maxy)
+        try:
+            r = router.locate(lon, lat)
+        except Exception:
+            continue
+        out.append({"location": {"lon": round(lon, 6), "lat": round(lat, 6)},
+                    "category": rng.choice(["street_vending", "noise", "muck_truck",
+                                            "illegal_parking", "cooking_fumes"]),
+                    "description": "基准测试事件 benchmark event", "source": "bench",
+                    "_scope": [x for x in (r.city, r.county, r.township, r.grid) if x]})
+    return out
+
+
+class Generator:
+    """Connects the sockets, offers load, records the timings."""
+
+    def __init__(self, url: str, clients: list[Client], baseline: bool) -> None:
+        self.url = url
+        self.clients = clients
+        self.baseline = baseline
+        self.run = Run()
+        self.sockets: list[Any] = []
+        self.readers: list[asyncio.Task[None]] = []
+
+    async def connect(self) -> None:
+        ws_base = self.url.replace("http://", "ws://") + "/ws"
+        sem = asyncio.Semaphore(50)
+
+        async def one(c: Client) -> None:
+            q = f"?region={c.region}" if self.baseline else f"?token={c.token}"
+            async with sem:
+                ws = await websockets.connect(ws_base + q, max_size=None, compression=None,
+                                              open_timeout=60)
+            await ws.recv()  # snapshot
+            self.sockets.append(ws)
+            self.readers.append(asyncio.create_task(self._read(ws, c)))
+
+        await asyncio.gather(*(one(c) for c in self.clients))
+
+    async def _read(self, ws: Any, c: Client) -> None:
+        try:
+            async for raw in ws:
+                c.count += 1
+                if '"event.created"' in raw[:40]:
+                    c.created += 1
+                    if c.probe:
+                        ext = orjson.loads(raw)["event"]["external_id"]
+                        self.run.pushed[ext] = time.perf_counter()
+        except websockets.ConnectionClosed:
+            pass
+
+    async def close(self) -> None:
+        for t in self.readers:
+            t.cancel()
+        await asyncio.gather(*(ws.close() for ws in self.sockets), return_exceptions=True)
+
+    async def offer(self, session: aiohttp.ClientSession, bodies: list[dict[str, Any]],
+                    rate: float, tag: str) -> None:
+        """POST ``bodies`` at ``rate``/s, open loop."""
+        headers = {"Authorization": "Bearer bench-intake-token"}
+        url = self.url + "/api/v1/events"
+
+        async def post(body: dict[str, Any]) -> None:
+            ext = body["external_id"]
+            self.run.sent[ext] = time.perf_counter()
+            try:
+                async with session.post(url, data=orjson.dumps(body), headers={
+                        **headers, "Content-Type": "application/json"}) as r:
+                    await r.read()
+                    if r.status in (200, 201):
+                        self.run.answered[ext] = time.perf_counter()
+                    else:
+                        self.run.errors += 1
+            except aiohttp.ClientError:
+                self.run.errors += 1
+
+        tasks = []
+        t0 = time.perf_counter()
+        for i, b in enumerate(bodies):
+            body = dict(b, external_id=f"{tag}-{i}")
+            delay = t0 + i / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(post(body)))
+        await asyncio.gather(*tasks)
+        await asyncio.sleep(0.5)  # let the last pushes land
+
+    async def positions(self, session: aiohttp.ClientSession, units: list[tuple[str, float,
+                                                                                 float]],
+                        period_s: float, stop: asyncio.Event) -> int:
+        """Every unit reports once per ``period_s`` (spread evenly), until ``stop``."""
+        headers = {"Authorization": "Bearer bench-admin-token",
+                   "Content-Type": "application/json"}
+        sent = 0
+        gap = period_s / len(units)
+        rng = random.Random(2)
+        t0 = time.perf_counter()
+        pending: set[asyncio.Task[Any]] = set()
+
+        async def put(uid: str, lon: float, lat: float) -> None:
+            body = orjson.dumps({"lon": lon + rng.uniform(-1e-3, 1e-3),
+                                 "lat": lat + rng.uniform(-1e-3, 1e-3), "accuracy_m": 10})
+            try:
+                async with session.put(f"{self.url}/api/v1/units/{uid}/position", data=body,
+                                       headers=headers) as r:
+                    await r.read()
+            except aiohttp.ClientError:
+                pass
+
+        while not stop.is_set():
+            uid, lon, lat = units[sent % len(units)]
+            delay = t0 + sent * gap - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            t = asyncio.create_task(put(uid, lon, lat))
+            pending.add(t)
+            t.add_done_callback(pending.discard)
+            sent += 1
+        await asyncio.gather(*pending, return_exceptions=True)
+        return sent
+
+
+def latency_row(run: Run, exts: list[str]) -> dict[str, Any]:
+    a = [(run.answered[e] - run.sent[e]) * 1000 for e in exts if e in run.answered]
+    p = [(run.pushed[e] - run.sent[e]) * 1000 for e in exts if e in run.pushed]
+    return {"n": len(exts), "answered": len(a), "pushed": len(p),
+            "post_p50": percentile(a, 50), "post_p99": percentile(a, 99),
+            "push_p50": percentile(p, 50), "push_p99": percentile(p, 99),
+            "push_max": max(p) if p else None}
+
+
+def start_server(kind: str, port: int, cfg: Path) -> subprocess.Popen[bytes]:
+    if kind == "dispatch":
+        cmd = [sys.executable, "-m", "dispatch", "serve", "--config", str(cfg), "--port",
+               str(port)]
+    else:
+        cmd = [sys.executable, "-m", "bench.baseline_server", "--port", str(port)]
+    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)
+
+
+async def wait_up(url: str, timeout: float = 60) -> None:
+    end = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as s:
+        while time.monotonic() < end:
+            try:
+                async with s.get(url + "/healthz") as r:
+                    if r.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.2)
+    raise RuntimeError(f"{url} did not come up")
+
+
+def proc_stats(pid: int) -> dict[str, float]:
+    with open(f"/proc/{pid}/status") as fh:
+        rss = next(int(line.split()[1]) for line in fh if line.startswith("VmRSS"))
+    with open(f"/proc/{pid}/stat") as fh:
+        parts = fh.read().split(")")[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return {"rss_mb": rss / 1024, "cpu_s": (int(parts[11]) + int(parts[12])) / ticks}
+
+
+async def measure(kind: str, cfg: Path, clients: list[Client], bodies: list[dict[str, Any]],
+                  rates: list[float], seconds: float, units: list[tuple[str, float, float]]
+                  ) -> dict[str, Any]:
+    """One server kind: the rate ladder with sockets and positions running."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = start_server(kind, port, cfg)
+    results: dict[str, Any] = {"rates": {}}
+    try:
+        await wait_up(url)
+        for c in clients:
+            c.count = c.created = 0
+        gen = Generator(url, clients, baseline=(kind == "baseline"))
+        t = time.perf_counter()
+        await gen.connect()
+        results["connect_s"] = time.perf_counter() - t
+        conn = aiohttp.TCPConnector(limit=256)
+        async with aiohttp.ClientSession(connector=conn) as session:
+            stop = asyncio.Event()
+            pos_task = asyncio.create_task(gen.positions(session, units, 10.0, stop))
+            used = 0
+            for rate in rates:
+                n = int(rate * seconds)
+                batch = bodies[used:used + n]
+                used += n
+                cpu0, t0 = proc_stats(proc.pid)["cpu_s"], time.perf_counter()
+                await gen.offer(session, batch, rate, f"{kind}-{int(rate)}")
+                row = latency_row(gen.run, [f"{kind}-{int(rate)}-{i}" for i in range(n)])
+                row["server_cpu_pct"] = 100 * (proc_stats(proc.pid)["cpu_s"] - cpu0) / (
+                    time.perf_counter() - t0)
+                results["rates"][rate] = row
+            stop.set()
+            results["positions_sent"] = await pos_task
+        results["errors"] = gen.run.errors
+        results["rss_mb"] = proc_stats(proc.pid)["rss_mb"]
+        total_sent = len(gen.run.sent)
+        city = [c for c in clients if c.region == clients[0].region]
+        results["lost_city_deliveries"] = sum(total_sent - c.created for c in city)
+        await gen.close()
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    return results
+
+
+async def fanout(kind: str, cfg: Path, n_clients: int, n_events: int, body: dict[str, Any]
+                 ) -> float:
+    """Messages delivered per second to ``n_clients`` sockets that all see every event."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = start_server(kind, port, cfg)
+    try:
+        await wait_up(url)
+        clients = [Client(token="bench-admin-token", region=body["_scope"][0])
+                   for _ in range(n_clients)]
+        gen = Generator(url, clients, baseline=(kind == "baseline"))
+        await gen.connect()
+        expected = n_clients * n_events
+        async with aiohttp.ClientSession() as session:
+            t0 = time.perf_counter()
+            await gen.offer(session, [body] * n_events, 2000.0, f"fan-{kind}")
+            while sum(c.created for c in clients) < expected and time.perf_counter() - t0 < 120:
+                await asyncio.sleep(0.01)
+            elapsed = time.perf_counter() - t0 - 0.5
+        got = sum(c.created for c in clients)
+        await gen.close()
+        return got / max(elapsed, 1e-6) if got == expected else -got
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def fmt(v: Any, nd: int = 1) -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, float):
+        return f"{v:,.{nd}f}"
+    return f"{v:,}" if isinstance(v, int) else str(v)
+
+
+async def main(quick: bool) -> None:
+    ds = load_dataset(DEMO_DIR / "regions.geojson", DEMO_DIR / "zones.geojson",
+                      DEMO_DIR / "teams.yaml")
+    router = Router(ds)
+    tokens, clients = city_layout(ds)
+    rates = [100.0, 500.0, 1000.0]
+    ceiling_rates = [250.0, 750.0, 1250.0, 1500.0] if not quick else [1500.0]
+    seconds = 3.0 if quick else 6.0
+    n_total = int(sum(rates + ceiling_rates) * seconds) + 10
+    bodies = sample_points(ds, router, n_total)
+    units = [(u.id, *ds.teams[u.team].base) for u in ds.units.values()]
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = Path(tmp) / "bench.yaml"
+        cfg.write_text(yaml.safe_dump({
+            "store": str(Path(tmp) / "journal.db"),
+            "auth": {"tokens": tokens},
+            "limits": {"rate_per_s": 1_000_000, "rate_burst": 1_000_000},
+            "ws": {"queue_size": 20000},
+        }))
+        print(f"{len(clients)} sockets, {len(units)} units reporting every 10 s; "
+              f"{seconds:g} s per rate", flush=True)
+        ours = await measure("dispatch", cfg, clients, bodies, rates + ceiling_rates, seconds,
+                             units)
+        base = await measure("baseline", cfg, clients, bodies, rates + ceiling_rates, seconds,
+                             units)
+        fan = {}
+        for n in (1000, 5000):
+            fan[n] = (await fanout("dispatch", cfg, n, 20 if quick else 50, bodies[0]),
+                      await fanout("baseline", cfg, n, 20 if quick else 50, bodies[0]))
+    rows = []
+    for rate in rates + ceiling_rates:
+        o, b = ours["rates"][rate], base["rates"][rate]
+        ratio = (o["push_p99"] / b["push_p99"]) if o["push_p99"] and b["push_p99"] else None
+        rows.append([f"{rate:,.0f}", fmt(o["post_p50"], 2), fmt(o["post_p99"], 2),
+                     fmt(o["push_p50"], 2), fmt(o["push_p99"], 2), fmt(o["push_max"], 1),
+                     fmt(b["push_p50"], 2), fmt(b["push_p99"], 2), fmt(ratio, 2),
+                     fmt(o["server_cpu_pct"], 0)])
+    ceiling = max((r for r in rates + ceiling_rates
+                   if ours["rates"][r]["push_p99"] is not None
+                   and ours["rates"][r]["push_p99"] < 100
+                   and ours["rates"][r]["pushed"] == ours["rates"][r]["n"]), default=None)
+    header = ["events/s", "POST→201 p50 ms", "p99", "POST→push p50 ms", "p99", "max",
+              "bare p50", "bare p99", "push p99 ratio", "server CPU %"]
+    table = [header, *rows]
+    fan_rows = [["clients", "dispatch msgs/s", "bare aiohttp msgs/s", "ratio"]]
+    for n, (o, b) in fan.items():
+        fan_rows.append([f"{n:,}", fmt(o, 0), fmt(b, 0), fmt(o / b if b > 0 and o > 0 else None,
+                                                             2)])
+    text = render(table, fan_rows, ours, base, ceiling, quick)
+    print(text)
+    update_section(ROOT / "docs" / "performance.md", "Server", text)
+
+
+def md(rows: list[list[str]]) -> str:
+    out = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
+    out += ["| " + " | ".join(r) + " |" for r in rows[1:]]
+    return "\n".join(out)
+
+
+def render(table: list[list[str]], fan_rows: list[list[str]], ours: dict[str, Any],
+           base: dict[str, Any], ceiling: float | None, quick: bool) -> str:
+    return "\n".join([
+        f"Measured {machine()}{' (--quick)' if quick else ''} with `python -m bench.bench_server`.",
+        "",
+        "1,000 WebSocket clients (20 city, 80 county, 300 township operators, 600 field units),",
+        "3,468 units reporting every 10 s, open-loop POSTs; push = POST sent → `event.created`",
+        "read on a city operator's socket. 'bare' is `bench/baseline_server.py`: the same JSON",
+        "parse and broadcast to the same scopes, no routing, journal, timers or auth.",
+        "",
+        md(table),
+        "",
+        f"Highest rate with push p99 < 100 ms and nothing lost: "
+        f"**{fmt(ceiling, 0)} events/s** (of the rates tried). Server RSS after the run: "
+        f"{ours['rss_mb']:.0f} MB (bare: {base['rss_mb']:.0f} MB). Lost deliveries to city "
+        f"operators: {ours['lost_city_deliveries']} (bare: {base['lost_city_deliveries']}); "
+        f"HTTP errors: {ours['errors']}.",
+        "",
+        "WebSocket fan-out (every client sees every event):",
+        "",
+        md(fan_rows),
+    ])
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    asyncio.run(main(ap.parse_args().quick))
