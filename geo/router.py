@@ -28,6 +28,12 @@ _KIND_ZH = {"reservoir": "水库", "island": "海岛", "scenic": "景区", "scho
 _LEVEL_ZH = {"city": "市", "county": "县（市、区）", "township": "乡镇（街道）", "grid": "网格"}
 
 
+try:  # prepared geometries already; skip the wrapper's checks on the hot path
+    from shapely.lib import intersects_xy as _intersects_xy
+except ImportError:  # pragma: no cover
+    _intersects_xy = shapely.intersects_xy
+
+
 class OutsideJurisdictionError(Exception):
     """The point is outside every region and farther than ``snap_m`` from any township."""
 
@@ -81,15 +87,25 @@ class _Level:
         self.index = {rid: i for i, rid in enumerate(ids)}
 
     def hits(self, pt: Any, x: float, y: float) -> list[int]:
-        """Indices of the geometries covering (x, y), smallest (= winner) first."""
-        cand = self.tree.query(pt)
+        """Indices of the geometries covering (x, y), smallest (= winner) first.
+
+        ``pt`` is a 1-element object array holding the point (built once per locate).
+        """
+        cand = self._query(pt)
         if len(cand) == 0:
             return []
         if len(cand) == 1:
             i = int(cand[0])
-            return [i] if shapely.intersects_xy(self.geoms[i], x, y) else []
-        ok = shapely.intersects_xy(self.geoms[cand], x, y)
+            return [i] if _intersects_xy(self.geoms[i], x, y) else []
+        ok = _intersects_xy(self.geoms[cand], x, y)
         return sorted(cand[ok].tolist())
+
+    def _query(self, pt: np.ndarray) -> np.ndarray:
+        # the bounding-box query without the per-call wrapper of STRtree.query (hot path)
+        raw = getattr(self.tree, "_tree", None)
+        if raw is None:
+            return self.tree.query(pt[0])
+        return raw.query(pt, 0)[1]
 
     def first_many(self, pts: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
         """Vectorised: per point, the smallest covering index, or -1."""
@@ -248,7 +264,8 @@ class Router:
         Raises ``geo.coords.CoordinateError`` for NaN, infinite or out-of-range input.
         """
         x, y = validate(lon, lat)
-        pt = shapely.Point(x, y)
+        pt = np.empty(1, dtype=object)
+        pt[0] = shapely.Point(x, y)
         zhits = self._zones.hits(pt, x, y) if self._zones.ids else []
         level, ties = self._find_region(pt, x, y)
         steps: list[dict[str, str]] = []

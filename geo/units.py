@@ -77,8 +77,12 @@ class UnitIndex:
         self._at = np.full(n, np.nan)
         self._acc: list[float | None] = [None] * n
         # unit vectors on the sphere: ranking by great-circle distance = ranking by dot product
-        self._bxyz = _xyz(self._base_lon, self._base_lat)
-        self._rxyz = np.full((3, n), np.nan)
+        self._bxyz = _xyz(self._base_lon, self._base_lat).T.copy()  # (n, 3)
+        # the position each slot is ranked by: its report while fresh, else its base
+        self._exyz = self._bxyz.copy()
+        self._using = np.zeros(n, dtype=bool)  # _exyz holds the report
+        self._until = np.full(n, -np.inf)      # report trusted until this time
+        self._last_now = -np.inf
         self._rank = np.array([u.id for u in order], dtype=object).argsort(kind="stable")
         self._id_rank = np.empty(n, dtype=np.int64)
         self._id_rank[self._rank] = np.arange(n)  # position of each slot in id order
@@ -110,7 +114,9 @@ class UnitIndex:
         if not np.isnan(self._at[i]) and float(at) < self._at[i]:
             return False
         self._lon[i], self._lat[i], self._at[i] = x, y, float(at)
-        self._rxyz[:, i] = _xyz(np.array([x]), np.array([y]))[:, 0]
+        self._exyz[i] = _xyz(np.array([x]), np.array([y]))[:, 0]
+        self._using[i] = True
+        self._until[i] = float(at) + self.position_max_age_s
         self._acc[i] = None if accuracy_m is None else float(accuracy_m)
         return True
 
@@ -168,14 +174,26 @@ class UnitIndex:
     def _nearest_in_slice(self, sl: slice, lon: float, lat: float, now: float,
                           busy: Container[str]) -> tuple[int, float, str, float | None] | None:
         """The hot path: one team's contiguous slots, views only, a dot product per unit."""
+        if now < self._last_now:  # time went back: re-derive which reports are fresh
+            fresh_all = self._until >= now
+            self._using[:] = fresh_all & ~np.isnan(self._at)
+            self._exyz[:] = self._bxyz
+            if self._using.any():
+                u = self._using
+                self._exyz[u] = _xyz(self._lon[u], self._lat[u]).T
+        self._last_now = now
+        using = self._using[sl]
+        expired = using & (self._until[sl] < now)
+        if expired.any():  # reports that went stale since the last call fall back to base
+            k = np.flatnonzero(expired) + sl.start
+            self._exyz[k] = self._bxyz[k]
+            self._using[k] = False
+        fresh = self._using[sl]
         at = self._at[sl]
-        fresh = (now - at) <= self.position_max_age_s
-        r, b = self._rxyz[:, sl], self._bxyz[:, sl]
-        v = np.where(fresh, r, b)
         cl = math.cos(math.radians(lat))
-        p = (cl * math.cos(math.radians(lon)), cl * math.sin(math.radians(lon)),
-             math.sin(math.radians(lat)))
-        dot = v[0] * p[0] + v[1] * p[1] + v[2] * p[2]
+        p = np.array((cl * math.cos(math.radians(lon)), cl * math.sin(math.radians(lon)),
+                      math.sin(math.radians(lat))))
+        dot = self._exyz[sl] @ p
         if not isinstance(busy, set | frozenset | dict | list | tuple) or busy:
             ids = self.unit_ids
             for k in range(sl.start, sl.stop):

@@ -123,3 +123,12 @@ def test_recommend_matches_brute_force(toy_ds, reports, busy, team, x, y):
         assert got.unit == want[1] or abs(got.distance_m - want[0]) < 0.01
         assert got.mutual_aid == (not own)
     assert np.isfinite(got.distance_m) if got else True
+
+
+def test_time_going_back_rederives_freshness(units):
+    units.update_position("u-0005", 120.02, 28.02, NOW - 10)
+    far = units.recommend("t-ta1", 120.02, 28.02, NOW + 400, set())
+    assert far.explanation["position"] == "stale"
+    back = units.recommend("t-ta1", 120.02, 28.02, NOW, set())
+    assert back.unit == "u-0005" and back.explanation["position"] == "reported"
+    assert back.distance_m == pytest.approx(0.0, abs=1e-6)
