@@ -412,8 +412,8 @@ function fitMap() {
   const { map } = mapState;
   const pts = [mapState.event.getLatLng()];
   if (mapState.me) pts.push(mapState.me.getLatLng());
-  if (pts.length > 1) map.fitBounds(L.latLngBounds(pts), { padding: [24, 24], maxZoom: 16 });
-  else map.setView(pts[0], 15);
+  if (pts.length > 1) map.fitBounds(L.latLngBounds(pts), { padding: [36, 36], maxZoom: 14 });
+  else map.setView(pts[0], 14);
   setTimeout(() => map.invalidateSize(), 50);
 }
 

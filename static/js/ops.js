@@ -847,6 +847,7 @@ window.__ops = {
   unitIds: () => [...unitMarkers.keys()],
   regionIds: () => drawnRegions.slice(),
   center: () => (map ? map.getCenter() : null),
+  map: () => map,
   beeps: 0,
 };
 

@@ -34,17 +34,21 @@ TEXTS = {
 }
 
 
-def seed(srv, n: int = 36) -> dict:
-    from shapely.geometry import shape
+def seed(srv, n: int = 60, span_s: float = 100.0) -> dict:
+    """Feed the server for about `span_s` seconds, the way a busy morning looks.
+
+    Events arrive over the whole span; most are taken (respond) within the minute, some
+    late, some not at all (they breach and escalate); taken ones depart, arrive and are
+    resolved a little later. Units report positions near their events.
+    """
+    from shapely.geometry import Point, shape
 
     rng = random.Random(7)
     towns = srv.get("/api/v1/regions?level=township")["features"]
     shapes = [shape(f["geometry"]) for f in towns]
-    events = []
 
     def point_in(poly):
         minx, miny, maxx, maxy = poly.bounds
-        from shapely.geometry import Point
         for _ in range(200):
             p = Point(rng.uniform(minx, maxx), rng.uniform(miny, maxy))
             if poly.contains(p):
@@ -52,38 +56,56 @@ def seed(srv, n: int = 36) -> dict:
         rp = poly.representative_point()
         return round(rp.x, 6), round(rp.y, 6)
 
+    plan: list[tuple[float, str, int]] = []  # (time, what, index)
+    specs = []
     for i in range(n):
         cat = rng.choice(CATS)
-        lon, lat = point_in(rng.choice(shapes))
-        status, ev = srv.call("POST", "/api/v1/events", "intake", {
-            "location": {"lon": lon, "lat": lat}, "category": cat,
-            "description": rng.choice(TEXTS[cat]), "source": rng.choice(["hotline", "grid", "video_ai"]),
-            "external_id": f"shot-{i}"})
-        if status in (200, 201):
-            events.append(ev)
-    # A few at the Changtan reservoir, one of them for the field page.
-    field_ev = srv.post_event(*BEIYANG, category="illegal_fishing",
-                              description="长潭水库东侧有人电鱼，请尽快到场", external_id="shot-field")
-    for i in range(6):
-        status, ev = srv.call("POST", "/api/v1/events", "intake", {
-            "location": {"lon": BEIYANG[0] + rng.uniform(-0.03, 0.03), "lat": BEIYANG[1] + rng.uniform(-0.02, 0.02)},
-            "category": "noise", "description": rng.choice(TEXTS["noise"]), "source": "hotline",
-            "external_id": f"shot-late-{i}"})
-    # Progress: respond some, depart some, resolve a few.
-    for k, ev in enumerate(events):
-        if k % 3 == 0:
-            srv.call("POST", f"/api/v1/events/{ev['id']}/respond", "admin", {})
-        if k % 6 == 0:
-            srv.call("POST", f"/api/v1/events/{ev['id']}/depart", "admin", {})
-        if k % 9 == 0:
-            srv.call("POST", f"/api/v1/events/{ev['id']}/arrive", "admin", {})
-        if k % 12 == 0:
-            srv.call("POST", f"/api/v1/events/{ev['id']}/resolve", "admin", {"note": "已处置"})
-    # Units with reported positions near their events.
-    for ev in events[:20]:
-        if ev.get("unit"):
-            srv.call("PUT", f"/api/v1/units/{ev['unit']}/position", "admin", {
-                "lon": ev["location"]["lon"] + 0.01, "lat": ev["location"]["lat"] + 0.006})
+        t0 = rng.uniform(0, span_s - 5)
+        specs.append((cat, point_in(rng.choice(shapes))))
+        plan.append((t0, "post", i))
+        if rng.random() < 0.8:
+            tr = t0 + (rng.uniform(5, 55) if rng.random() < 0.8 else rng.uniform(61, 80))
+            td = tr + rng.uniform(10, 60)
+            ta = td + rng.uniform(10, 40)
+            plan += [(tr, "respond", i), (td, "depart", i), (ta, "arrive", i)]
+            if rng.random() < 0.5:
+                plan.append((ta + rng.uniform(2, 10), "resolve", i))
+    plan.sort()
+    ids: dict[int, dict] = {}
+    start = time.monotonic()
+    field_ev = None
+    for at, what, i in plan:
+        if at > span_s:
+            continue
+        delay = start + at - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        if what == "post":
+            cat, (lon, lat) = specs[i]
+            status, ev = srv.call("POST", "/api/v1/events", "intake", {
+                "location": {"lon": lon, "lat": lat}, "category": cat,
+                "description": rng.choice(TEXTS[cat]),
+                "source": rng.choice(["hotline", "grid", "video_ai", "patrol"]),
+                "external_id": f"shot-{i}"})
+            if status in (200, 201):
+                ids[i] = ev
+                if ev.get("unit"):
+                    srv.call("PUT", f"/api/v1/units/{ev['unit']}/position", "admin", {
+                        "lon": lon + rng.uniform(-0.02, 0.02), "lat": lat + rng.uniform(-0.015, 0.015)})
+        elif i in ids:
+            body = {"note": "已处置"} if what == "resolve" else {}
+            srv.call("POST", f"/api/v1/events/{ids[i]['id']}/{what}", "admin", body)
+        if field_ev is None and at > span_s - 30:
+            # The field page's assignment: fresh, at the Changtan reservoir.
+            field_ev = srv.post_event(*BEIYANG, category="illegal_fishing",
+                                      description="长潭水库东侧有人电鱼，请尽快到场",
+                                      external_id="shot-field")
+            for k in range(3):
+                srv.call("POST", "/api/v1/events", "intake", {
+                    "location": {"lon": BEIYANG[0] + rng.uniform(-0.03, 0.03),
+                                 "lat": BEIYANG[1] + rng.uniform(-0.02, 0.02)},
+                    "category": "noise", "description": rng.choice(TEXTS["noise"]),
+                    "source": "hotline", "external_id": f"shot-late-{k}"})
     return {"field": field_ev}
 
 
@@ -95,7 +117,6 @@ def shoot(out: Path) -> None:
     srv = start_server(tmp)
     try:
         info = seed(srv)
-        time.sleep(9)  # let the short clocks breach and escalate
         fe = info["field"]
         field_tok = srv.field_token(fe["unit"])
         with sync_playwright() as p:
@@ -121,7 +142,11 @@ def shoot(out: Path) -> None:
                 if tag == "desktop":
                     page.locator(".ev-row").first.click()
                     page.wait_for_selector("#detail-view .timeline li", timeout=5000)
+                    page.wait_for_timeout(800)
+                    # Close in on the event (fewer grid cells: a smaller picture), no notices.
+                    page.evaluate("(() => { const m = window.__ops.map(); m.setZoom(Math.max(m.getZoom(), 15)); })()")
                     page.wait_for_timeout(1200)
+                    page.evaluate("document.getElementById('toasts') && document.getElementById('toasts').remove()")
                     save(page, "ops-detail-desktop")
                 c.close()
 
