@@ -139,7 +139,10 @@ class GeoDataset:
 
     # -- reports ---------------------------------------------------------------------------
     def summary(self) -> dict[str, Any]:
-        """Counts per level, teams, units, and empowered vs not-empowered townships."""
+        """Counts per level, teams, units, and empowered vs not-empowered townships.
+
+        Cheap: it does not compute ``warnings`` (gaps and overlaps), which ``geo check`` does.
+        """
         levels = {lv: 0 for lv in LEVELS}
         for r in self.regions.values():
             levels[r.level] += 1
@@ -154,8 +157,7 @@ class GeoDataset:
         return {"regions": levels, "zones": len(self.zones), "teams": len(self.teams),
                 "teams_by_level": team_levels, "units": len(self.units),
                 "units_by_kind": dict(sorted(kinds.items())),
-                "townships_empowered": emp, "townships_not_empowered": len(towns) - emp,
-                "warnings": len(self.warnings)}
+                "townships_empowered": emp, "townships_not_empowered": len(towns) - emp}
 
     @cached_property
     def warnings(self) -> list[GeoWarning]:

@@ -146,6 +146,7 @@ class Router:
         self._resolved: dict[str, tuple[str | None, list[str], list[tuple[str, str]]]] = {}
         for rid in ds.regions:
             self._resolved[rid] = self._resolve(rid)
+        self._raster: tuple[np.ndarray, float, float, float, int, int] | None = None
         self._where_cache: dict[str, tuple[list[str], dict[str, str], tuple[str, str]]] = {}
         self._zone_step = {z.id: self._zone_text(z.id) for z in zs}
         # vectorised lookups for locate_many: per level index → team index / parents
@@ -346,12 +347,60 @@ class Router:
             return BatchRoutes(*(np.concatenate(col) for col in zip(*parts, strict=True)))
         return self._locate_many(xs, ys)
 
+    def _raster_index(self) -> tuple[np.ndarray, float, float, float, int, int] | None:
+        """A lookup raster for ``locate_many``, built on first use.
+
+        A raster cell (expanded by 1e-9° against rounding) that touches exactly one grid cell,
+        lies inside it and touches no zone answers every point in it at once; any other
+        raster cell (borders, zones, coast) sends its points down the exact path.
+        """
+        if self._raster is not None or not self._levels["grid"].ids:
+            return self._raster or None
+        lvl = self._levels["grid"]
+        x0, y0, x1, y1 = shapely.total_bounds(lvl.geoms)
+        med = float(np.median(np.sqrt(shapely.area(lvl.geoms))))
+        h = max(med / 6, math.sqrt((x1 - x0) * (y1 - y0) / 4e6), 1e-6)
+        nx, ny = int((x1 - x0) / h) + 1, int((y1 - y0) / h) + 1
+        iy, ix = np.divmod(np.arange(nx * ny, dtype=np.int64), nx)
+        e = 1e-9
+        boxes = shapely.box(x0 + ix * h - e, y0 + iy * h - e, x0 + (ix + 1) * h + e,
+                            y0 + (iy + 1) * h + e)
+        inp, tr = lvl.tree.query(boxes, predicate="intersects")
+        count = np.bincount(inp, minlength=len(boxes))
+        owner = np.full(len(boxes), -1, np.int64)
+        owner[inp] = tr
+        single = np.flatnonzero(count == 1)
+        pure = np.zeros(len(boxes), dtype=bool)
+        pure[single] = shapely.covers(lvl.geoms[owner[single]], boxes[single])
+        if self._zones.ids:
+            zin, _ = self._zones.tree.query(boxes, predicate="intersects")
+            pure[zin] = False
+        self._raster = (np.where(pure, owner, -2), float(x0), float(y0), h, nx, ny)
+        return self._raster
+
     def _locate_many(self, xs: np.ndarray, ys: np.ndarray) -> BatchRoutes:
         n = len(xs)
         ok = np.isfinite(xs) & np.isfinite(ys) & (np.abs(xs) <= 180) & (np.abs(ys) <= 90)
-        pts = shapely.points(np.where(ok, xs, 0.0), np.where(ok, ys, 0.0))
-        zone = self._zones.first_many(pts, xs, ys)
-        grid = self._levels["grid"].first_many(pts, xs, ys)
+        zone = np.full(n, -1, np.int64)
+        grid = np.full(n, -1, np.int64)
+        rz = self._raster_index()
+        if rz is not None:
+            table, rx0, ry0, h, nx, ny = rz
+            with np.errstate(invalid="ignore"):
+                fx = np.floor((xs - rx0) / h)
+                fy = np.floor((ys - ry0) / h)
+                inb = ok & (fx >= 0) & (fx < nx) & (fy >= 0) & (fy < ny)
+            cell = np.where(inb, fy * nx + fx, 0).astype(np.int64)
+            hit = np.where(inb, table[cell], -2)
+            fast = hit >= 0
+            grid[fast] = hit[fast]
+            slow = np.flatnonzero(~fast & ok)
+        else:
+            slow = np.flatnonzero(ok)
+        pts = np.empty(n, dtype=object)
+        pts[slow] = shapely.points(xs[slow], ys[slow])
+        zone[slow] = self._zones.first_many(pts[slow], xs[slow], ys[slow])
+        grid[slow] = self._levels["grid"].first_many(pts[slow], xs[slow], ys[slow])
         town = np.full(n, -1, np.int64)
         county = np.full(n, -1, np.int64)
         team = np.full(n, -1, np.int64)
