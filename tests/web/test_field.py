@@ -109,3 +109,32 @@ def test_one_handed_at_360px_and_description_is_text(server, open_page):
     amap = page.locator("#nav-amap").get_attribute("href")
     assert amap.startswith("https://uri.amap.com/navigation?to=") and "coordinate=wgs84" in amap
     assert page.locator("#nav-geo").get_attribute("href").startswith("geo:")
+
+
+def test_position_is_shared_and_throttled(server, open_page):
+    ev = assigned_event(server, description="位置共享")
+    unit = ev["unit"]
+    tok = server.field_token(unit)
+    here = {"longitude": 121.07, "latitude": 28.58}
+    o = open_page("/field", tok, viewport=PHONE, has_touch=True, is_mobile=True,
+                  geolocation=here, permissions=["geolocation"])
+    page = o.page
+    puts: list[float] = []
+    page.on("request", lambda r: puts.append(time.monotonic())
+            if r.method == "PUT" and r.url.endswith(f"/units/{unit}/position") else None)
+    field_ready(page)
+
+    def reported() -> dict[str, Any] | None:
+        units = server.get("/api/v1/units", "admin")["units"]
+        u = next(x for x in units if x["id"] == unit)
+        return u if u["source"] == "reported" else None
+
+    u = wait_until(reported, timeout=10, what="the first position")
+    assert abs(u["lon"] - here["longitude"]) < 1e-6 and abs(u["lat"] - here["latitude"]) < 1e-6
+    # Moving around: many fixes, at most one PUT per 10 s.
+    for k in range(5):
+        o.context.set_geolocation({"longitude": 121.07 + 0.001 * (k + 1), "latitude": 28.58})
+        time.sleep(0.4)
+    time.sleep(1.0)
+    assert len(puts) == 1, puts
+    assert "位置共享中" in page.locator("#position-status").inner_text()

@@ -257,3 +257,47 @@ def test_field_sign_in_link_and_qr_code(server, open_page):
       for (let i = 0; i < d.length; i += 4) if (d[i] < 50) dark++;
       return dark > 1000;
     }""", timeout=3000)
+
+
+def test_units_move_live_with_the_age_of_their_position(server, open_page):
+    o = open_page("/ops", "city")
+    page = o.page
+    ops_ready(page)
+    unit = server.get("/api/v1/units", "huangyan")["units"][0]
+    uid = unit["id"]
+    # Never reported: drawn at its base, greyed.
+    page.evaluate(f"""(() => {{ const m = window.__ops.map();
+        m.setView([{unit['lat']}, {unit['lon']}], 17, {{animate: false}}); }})()""")
+    pin = page.locator(f'.unit-icon:has(span[data-unit="{uid}"])')
+    pin.wait_for(timeout=5000)
+    if unit["source"] != "reported":
+        assert "stale" in (pin.get_attribute("class") or "")
+    lon, lat = unit["lon"] + 0.0005, unit["lat"] + 0.0003
+    status, _ = server.call("PUT", f"/api/v1/units/{uid}/position", "admin",
+                            {"lon": lon, "lat": lat})
+    assert status == 200
+    wait_until(lambda: page.evaluate(
+        f"window.__ops.state.units.get('{uid}').source") == "reported", what="unit.updated")
+    pin = page.locator(f'.unit-icon:has(span[data-unit="{uid}"])')
+    pin.wait_for(timeout=3000)
+    assert "stale" not in (pin.get_attribute("class") or "")
+    assert pin.locator(".unit-age").inner_text().endswith("s")
+
+
+def test_countdowns_follow_the_server_clock_and_sort_by_deadline(server, open_page, browser):
+    # The browser's clock is five minutes fast: countdowns must still be the server's.
+    import datetime as dt
+
+    o = open_page("/ops?", None)
+    page = o.page
+    page.clock.install(time=dt.datetime.now(dt.UTC) + dt.timedelta(minutes=5))
+    page.goto(server.url + f"/ops?token={server.token('city')}")
+    ops_ready(page)
+    slow = server.post_event(*BEIYANG, category="street_vending", description="60 秒")
+    fast = server.post_event(*BEIYANG, category="noise", description="2 秒")
+    row(page, slow["id"]).wait_for(timeout=3000)
+    row(page, fast["id"]).wait_for(timeout=3000)
+    text = row(page, slow["id"]).locator(".cd").inner_text()
+    assert re.fullmatch(r"0:[45]\d|1:00", text), text
+    order = page.eval_on_selector_all(".ev-row", "ns => ns.map(n => n.dataset.id)")
+    assert order.index(fast["id"]) < order.index(slow["id"])
