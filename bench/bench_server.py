@@ -133,7 +133,7 @@ class Generator:
             q = f"?region={c.region}" if self.baseline else f"?token={c.token}"
             async with sem:
                 ws = await websockets.connect(ws_base + q, max_size=None, compression=None,
-                                              open_timeout=60)
+                                              open_timeout=120, ping_interval=None)
             await ws.recv()  # snapshot
             self.sockets.append(ws)
             self.readers.append(asyncio.create_task(self._read(ws, c)))
@@ -321,7 +321,9 @@ async def fanout(kind: str, cfg: Path, n_clients: int, n_events: int, body: dict
     proc = start_server(kind, port, cfg)
     try:
         await wait_up(url)
-        clients = [Client(token="bench-admin-token", region=body["_scope"][0])
+        # township operators of the event's township: every one sees every event, and the
+        # snapshot each gets on connect is small (its own township's units)
+        clients = [Client(token="bench-fan-token", region=body["_scope"][2])
                    for _ in range(n_clients)]
         gen = Generator(url, clients, baseline=(kind == "baseline"))
         await gen.connect()
@@ -366,7 +368,8 @@ async def main(quick: bool) -> None:
         cfg = Path(tmp) / "bench.yaml"
         cfg.write_text(yaml.safe_dump({
             "store": str(Path(tmp) / "journal.db"),
-            "auth": {"tokens": tokens},
+            "auth": {"tokens": [*tokens, {"token": "bench-fan-token", "role": "operator",
+                                          "region": bodies[0]["_scope"][2]}]},
             "limits": {"rate_per_s": 1_000_000, "rate_burst": 1_000_000},
             "ws": {"queue_size": 20000},
         }))

@@ -227,3 +227,18 @@ async def test_websocket_rejects_missing_token_and_intake(server):
     with pytest.raises(websockets.InvalidStatus) as exc:
         await connect(server, "intake")
     assert exc.value.response.status_code == 403
+
+
+async def test_oversize_frame_closes_only_that_socket(server):
+    big = await connect(server, "city")
+    other = await connect(server, "city")
+    await recv(big)
+    await recv(other)
+    await big.send(json.dumps({"type": "ping", "pad": "x" * 70000}))
+    with pytest.raises(websockets.ConnectionClosed) as exc:
+        while True:
+            await recv(big)
+    assert exc.value.rcvd is not None and exc.value.rcvd.code == 1009
+    await other.send(json.dumps({"type": "ping"}))
+    assert (await recv_until(other, lambda m: m["type"] == "pong"))["type"] == "pong"
+    await other.close()
