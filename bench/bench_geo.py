@@ -107,11 +107,8 @@ def batch(ds: GeoDataset, n: int, rng: np.random.Generator) -> dict:
     t1 = time.perf_counter()
     router._levels["grid"].tree.query(shapely.points(xs, ys), predicate="intersects")
     t2 = time.perf_counter()
-    res2 = router.locate_many(xs, ys, workers=os.cpu_count() or 1)
-    t3 = time.perf_counter()
-    assert (res.team >= 0).all() and (res2.team == res.team).all()
-    return {"rate": n / (t1 - t0), "bare": n / (t2 - t1), "threads": n / (t3 - t2), "n": n,
-            "build": build}
+    assert (res.team >= 0).all()
+    return {"rate": n / (t1 - t0), "bare": n / (t2 - t1), "n": n, "build": build}
 
 
 def load_time(runs: int) -> dict:
@@ -218,9 +215,6 @@ def run(quick: bool) -> tuple[list[tuple[str, str, str]], dict]:
                   f"> 1,000,000/s; bare vectorised STRtree.query {bt['bare']:,.0f}/s "
                   f"(×{bt['rate'] / bt['bare']:.1f}); lookup raster built once in "
                   f"{bt['build']:.1f} s"))
-    rows.append((f"demo: same, split over {os.cpu_count()} threads (`workers=`)",
-                 f"{bt['threads']:,.0f} points/s",
-                 f"> 1,000,000/s; ×{bt['threads'] / bt['bare']:.2f} the bare one-thread query"))
     t0 = time.perf_counter()
     prov = province(rng, units=40000)
     build_s = time.perf_counter() - t0
@@ -252,12 +246,19 @@ def render(rows: list[tuple[str, str, str]], quick: bool) -> str:
            "`UnitIndex.recommend` (a third of the units have reported positions, some stale; "
            "10% busy), timed with `perf_counter_ns` per point after `gc.freeze()` of the "
            "loaded data; the bare baseline is `STRtree.query(Point, predicate='intersects')` "
-           "on the grid-cell tree for the same point. Batch = `Router.locate_many` "
-           "(vectorised bounding-box query + prepared `intersects_xy` per level, tie-breaks "
-           "with one lexsort) against one bare vectorised `STRtree.query` on the grid tree. "
+           "on the grid-cell tree for the same point. Batch = `Router.locate_many`: a "
+           "lookup raster (cells a sixth of a typical grid cell, built on first use) answers "
+           "points whose raster cell lies inside one grid cell and touches no zone; the rest "
+           "(borders, zones, coast) take the exact path (vectorised bounding-box query + "
+           "prepared `intersects_xy` per level, tie-breaks with one lexsort); a test checks "
+           "both paths agree. Baseline: one bare vectorised `STRtree.query` on the grid tree "
+           "for the same points. "
            "The synthetic province is built in memory: 1,300 Voronoi townships in 90 "
            "counties, square grid cells cut by the township borders, 100 zones, 40,000 units. "
-           "The machine is shared with other work, so p99 figures move between runs.\n")
+           "The machine is shared with other work (browser and server test suites ran at "
+           "the same time), so p99 figures move between runs: the p99 targets are not met "
+           "here, while the bare `STRtree.query`'s own p99 is several times its p50 in the "
+           "same run; the p50s are well under the targets.\n")
     return head + body + how
 
 
