@@ -192,6 +192,8 @@ class Router:
                     zh = "为赋权乡镇" if reg.level == "township" else "有本级执法队"
                     steps.append(_step(f"{reg.level.capitalize()} {self._name(r)} {what} → "
                                        f"its own team {t}", f"{reg.name} {zh} → 由 {t} 承办"))
+                else:
+                    steps.append(_step(f"Served by {t}", f"由 {t} 承办"))
                 return own, fallbacks, steps
             nxt = ds.regions[reg.parent] if reg.parent in ds.regions else None
             if nxt is None:
