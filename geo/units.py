@@ -59,7 +59,7 @@ _SOURCE_ZH = {"reported": "最近上报位置", "stale": "上报位置已过期�
 
 
 class UnitIndex:
-    """Unit positions and nearest-available-unit queries; not thread-safe for writers."""
+    """Unit positions and nearest-available-unit queries (one thread: queries update caches)."""
 
     def __init__(self, dataset: GeoDataset, position_max_age_s: float = 300.0) -> None:
         self.dataset = ds = dataset
