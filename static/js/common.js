@@ -363,6 +363,8 @@ export function toast(message, kind = 'info', ms = 4000) {
   if (!box) { box = el('div', { id: 'toasts', 'aria-live': 'polite' }); document.body.appendChild(box); }
   const n = el('div', { class: `toast toast-${kind}` }, message);
   box.appendChild(n);
+  // A storm of breaches must not cover the screen: keep the newest few.
+  while (box.children.length > 4) box.removeChild(box.firstChild);
   setTimeout(() => n.remove(), ms);
 }
 
