@@ -18,14 +18,14 @@ def open_store(url_or_path: str, **options: Any) -> Store:
 
         return MemoryStore()
     if url_or_path.startswith(("redis://", "rediss://", "unix://")):
-        raise NotImplementedError(
-            "the Redis store is not built yet (a later issue); use a SQLite path or memory:")
+        from dispatch.store.redis import RedisStore
+
+        return RedisStore(url_or_path, **options)
     if url_or_path.startswith("sqlite:///"):
         url_or_path = url_or_path[len("sqlite:///"):]
     from dispatch.store.sqlite import SqliteStore
 
     return SqliteStore(url_or_path, **options)
-
 
 
 async def replay(store: Store, engine: Any, batch: int = 5000) -> int:

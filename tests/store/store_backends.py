@@ -2,16 +2,36 @@
 
 from __future__ import annotations
 
+import atexit
+import hashlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from dispatch.store.memory import MemoryStore
 from dispatch.store.sqlite import SqliteStore
+
+
+def _redis(tmp: Path) -> Any:
+    """A RedisStore on the session's own redis-server, one key tag per test directory."""
+    from tests.redis_fixture import REDIS_SERVER, session_redis, stop_session_redis
+
+    from dispatch.store.redis import RedisStore
+
+    if REDIS_SERVER is None:
+        pytest.skip("redis-server is not installed (tests/run.sh installs it with apt-get)")
+    srv = session_redis(tmp.parent)
+    atexit.register(stop_session_redis)
+    tag = "t" + hashlib.sha1(str(tmp).encode()).hexdigest()[:12]
+    return RedisStore(srv.url, tag=tag)
+
 
 # name → factory(tmp_path) returning an unopened store; ``durable`` backends are reopened.
 BACKENDS: dict[str, Callable[[Path], Any]] = {
     "memory": lambda tmp: MemoryStore(),
     "sqlite": lambda tmp: SqliteStore(str(tmp / "journal.db"), synchronous="NORMAL"),
+    "redis": _redis,
 }
-DURABLE = {"sqlite"}
+DURABLE = {"sqlite", "redis"}

@@ -92,8 +92,10 @@ async def test_open_store_dispatches_on_the_url(tmp_path: Path) -> None:
     assert isinstance(open_store("memory:"), MemoryStore)
     s = open_store(str(tmp_path / "x.db"), synchronous="NORMAL")
     assert isinstance(s, SqliteStore) and s.synchronous == "NORMAL"
-    with pytest.raises(NotImplementedError, match="Redis"):
-        open_store("redis://127.0.0.1:6379/0")
+    from dispatch.store.redis import RedisStore
+
+    r = open_store("redis://127.0.0.1:6379/0?tag=c1&lease_s=2")
+    assert isinstance(r, RedisStore) and r.keys.journal == "{c1}:journal" and r.lease_s == 2
 
 
 async def test_sqlite_groups_commits(tmp_path: Path) -> None:

@@ -1,0 +1,388 @@
+"""The shared journal: Redis, for several server instances behind one load balancer.
+
+How it works: the journal is a Stream (``{tag}:journal``) with one entry per record, id
+``<seq>-0``, holding the record's canonical JSON and its SHA-256. ``{tag}:head`` holds the
+last seq and hash. ``append`` puts the records on a queue (synchronously, so callers' order
+is kept) and awaits a future; one flusher task takes everything queued, chains the hashes
+client-side from the head it believes in, and sends it all in **one** Lua script call that
+checks the head seq *and* hash are still what it expected before writing the entries, the
+deadline index and the new head (compare-and-set on the global seq). If another instance
+appended first the script writes nothing and answers the real head: ``ConflictError``.
+Two instances acting on the same event at once therefore cannot both win.
+
+The same script keeps ``{tag}:deadlines`` (a sorted set ``<event>:<stage>:<kind>`` scored
+by due time) equal to the pending timers of the journal's latest state of each event, so the
+sorted set can never disagree with the journal. ``claim`` hands out due members atomically
+with a lease (re-scored to ``now + lease_s``): an instance that dies after claiming loses
+them to another instance when the lease runs out (arq's pattern).
+
+Strict mode (``set_failure_hook``): when a runtime drives the store, a failed or refused
+flush also fails everything queued behind it (those records were made on top of the refused
+ones) and calls the hook synchronously, before any other task runs, so the runtime can roll
+its engine back at once. Durability is Redis's: see docs/redis.md (AOF ``everysec`` vs
+``always``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import orjson
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from dispatch.core import lifecycle as lc
+from dispatch.core.errors import ConflictError
+from dispatch.core.records import GENESIS, Record, chain_encoded
+from dispatch.store.base import check_batch
+from dispatch.store.redis_keys import DEFAULT_TAG, Keys
+
+log = logging.getLogger("dispatch.store.redis")
+
+_STAGES = ("respond", "depart", "arrive")
+_DONE = {"respond": "responded_at", "depart": "departed_at", "arrive": "arrived_at"}
+_MEMBERS = [f"{s}:{k}" for s in _STAGES for k in ("warn", "breach")]
+
+# KEYS: head, journal, deadlines. ARGV: expected seq, expected hash, n, n x (seq, hash, data),
+# m, m x (event id, k, k x (member suffix, score)). Returns {1|0, head seq, head hash}.
+APPEND_LUA = """
+local h = redis.call('HMGET', KEYS[1], 'seq', 'hash')
+local seq = tonumber(h[1] or '0')
+local hash = h[2] or ''
+if seq ~= tonumber(ARGV[1]) or hash ~= ARGV[2] then
+  return {0, seq, hash}
+end
+local n = tonumber(ARGV[3])
+local i = 4
+for j = 1, n do
+  redis.call('XADD', KEYS[2], ARGV[i] .. '-0', 'h', ARGV[i + 1], 'd', ARGV[i + 2])
+  seq = tonumber(ARGV[i]); hash = ARGV[i + 1]
+  i = i + 3
+end
+local m = tonumber(ARGV[i]); i = i + 1
+for j = 1, m do
+  local eid = ARGV[i]; local k = tonumber(ARGV[i + 1]); i = i + 2
+  redis.call('ZREM', KEYS[3], eid .. ':respond:warn', eid .. ':respond:breach',
+             eid .. ':depart:warn', eid .. ':depart:breach',
+             eid .. ':arrive:warn', eid .. ':arrive:breach')
+  for q = 1, k do
+    redis.call('ZADD', KEYS[3], ARGV[i + 1], eid .. ':' .. ARGV[i]); i = i + 2
+  end
+end
+redis.call('HSET', KEYS[1], 'seq', seq, 'hash', hash)
+return {1, seq, hash}
+"""
+
+# KEYS: deadlines. ARGV: now, lease until, limit. The due members, re-scored to the lease.
+CLAIM_LUA = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[3])
+for _, m in ipairs(due) do redis.call('ZADD', KEYS[1], ARGV[2], m) end
+return due
+"""
+
+# KEYS: deadlines. ARGV: score, members…: drop members still holding our lease score.
+RELEASE_LUA = """
+local n = 0
+for i = 2, #ARGV do
+  local s = redis.call('ZSCORE', KEYS[1], ARGV[i])
+  if s and tonumber(s) == tonumber(ARGV[1]) then
+    redis.call('ZREM', KEYS[1], ARGV[i]); n = n + 1
+  end
+end
+return n
+"""
+
+FailureHook = Callable[[int, BaseException], None]
+
+
+@dataclass
+class _Item:
+    records: list[Record]
+    fut: asyncio.Future[Any]
+    out: list[Record] = field(default_factory=list)
+
+
+def split_url(url: str) -> tuple[str, dict[str, str]]:
+    """The redis-py URL and our own options (``tag``, ``lease_s``) from its query string."""
+    parts = urlsplit(url)
+    ours, theirs = {}, []
+    for k, v in parse_qsl(parts.query):
+        if k in ("tag", "lease_s", "batch_max"):
+            ours[k] = v
+        else:
+            theirs.append((k, v))
+    return urlunsplit(parts._replace(query=urlencode(theirs))), ours
+
+
+def live_deadlines(ev: dict[str, Any]) -> list[tuple[str, float]]:
+    """(``stage:kind``, due) of an event's pending timers, as the engine's book holds them."""
+    if ev.get("status") not in lc.OPEN_STATUSES or ev.get("dispatched_at") is None:
+        return []
+    fired = ev.get("fired") or ()
+    out = []
+    for s in _STAGES:
+        if ev.get(_DONE[s]) is not None or (ev.get("deadlines") or {}).get(s) is None:
+            continue
+        if f"{s}:warn" not in fired and f"{s}:breach" not in fired:
+            out.append((f"{s}:warn", float(ev["warn_at"][s])))
+        if f"{s}:breach" not in fired:
+            out.append((f"{s}:breach", float(ev["deadlines"][s])))
+    return out
+
+
+class RedisStore:
+    """The journal in Redis, shared by every instance that opens the same URL and tag."""
+
+    shared = True  # several instances write to it: the runtime follows and claims
+
+    def __init__(self, url: str, tag: str | None = None, lease_s: float | None = None,
+                 batch_max: int | None = None, socket_timeout: float = 3.0,
+                 connect_timeout: float = 1.0) -> None:
+        self.url, opts = split_url(url)
+        self.keys = Keys(tag or opts.get("tag") or DEFAULT_TAG)
+        self.lease_s = float(lease_s if lease_s is not None else opts.get("lease_s", 5.0))
+        self.batch_max = int(batch_max if batch_max is not None else opts.get("batch_max", 512))
+        self.socket_timeout = socket_timeout
+        self.connect_timeout = connect_timeout
+        self.instance = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        self.r: aioredis.Redis | None = None
+        self._queue: list[_Item] = []
+        self._kick = asyncio.Event()
+        self._flusher: asyncio.Task[None] | None = None
+        self._head: tuple[int, str] | None = None  # what we believe; None: ask Redis
+        self._hook: FailureHook | None = None
+        self.commits = 0  # script calls that wrote (for benchmarks and metrics)
+        self.conflicts = 0
+
+    def set_failure_hook(self, hook: FailureHook | None) -> None:
+        """Strict mode: on a refused or failed flush fail everything queued and call
+        ``hook(first refused seq, error)`` synchronously."""
+        self._hook = hook
+
+    def _client(self, **kw: Any) -> aioredis.Redis:
+        return aioredis.Redis.from_url(
+            self.url, decode_responses=False, socket_timeout=self.socket_timeout,
+            socket_connect_timeout=self.connect_timeout, retry=Retry(NoBackoff(), 0),
+            health_check_interval=0, **kw)
+
+    async def open(self) -> None:
+        """Connect, load the scripts, start the flusher."""
+        self.r = self._client()
+        self._append = self.r.register_script(APPEND_LUA)
+        self._claim = self.r.register_script(CLAIM_LUA)
+        self._release = self.r.register_script(RELEASE_LUA)
+        await self.r.ping()
+        self._head = await self._read_head()
+        self._flusher = asyncio.create_task(self._run(), name="redis-flusher")
+
+    async def close(self) -> None:
+        """Send everything queued, stop the flusher, disconnect."""
+        if self._flusher is not None:
+            self._closing = True
+            self._kick.set()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._drained(), timeout=5)
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._flusher
+            self._flusher = None
+        if self.r is not None:
+            with contextlib.suppress(Exception):
+                await self.r.aclose()
+            self.r = None
+
+    async def _drained(self) -> None:
+        while self._queue or self._busy:
+            await asyncio.sleep(0.005)
+
+    _busy = False
+    _closing = False
+
+    async def _read_head(self) -> tuple[int, str]:
+        assert self.r is not None, "the store is not open"
+        seq, h = await self.r.hmget(self.keys.head, "seq", "hash")
+        return (int(seq) if seq else 0, h.decode() if h else GENESIS)
+
+    # -- the protocol ------------------------------------------------------------------------
+    async def append(self, records: list[Record]) -> list[Record]:
+        """Durable (as Redis is) when it returns; ``ConflictError`` if the journal moved on."""
+        if not records:
+            return []
+        if self._flusher is None:
+            raise RuntimeError("the store is not open")
+        fut = asyncio.get_running_loop().create_future()
+        self._queue.append(_Item(list(records), fut))
+        self._kick.set()
+        return await fut  # type: ignore[no-any-return]
+
+    async def read(self, after_seq: int = 0, limit: int | None = None) -> list[Record]:
+        assert self.r is not None, "the store is not open"
+        if limit is not None and limit <= 0:
+            return []
+        rows = await self.r.xrange(self.keys.journal, min=f"{after_seq + 1}-0", max="+",
+                                   count=limit)
+        return [_record(f) for _, f in rows]
+
+    async def last_seq(self) -> int:
+        return (await self._read_head())[0]
+
+    async def save_snapshot(self, seq: int, blob: bytes) -> None:
+        assert self.r is not None, "the store is not open"
+        await self.r.hset(self.keys.snapshot, mapping={"seq": seq, "blob": bytes(blob)})
+
+    async def load_snapshot(self) -> tuple[int, bytes] | None:
+        assert self.r is not None, "the store is not open"
+        seq, blob = await self.r.hmget(self.keys.snapshot, "seq", "blob")
+        return (int(seq), bytes(blob)) if seq is not None and blob is not None else None
+
+    # -- for several instances ---------------------------------------------------------------
+    async def wait_records(self, after_seq: int, timeout_s: float = 1.0,
+                           conn: aioredis.Redis | None = None) -> list[Record]:
+        """Block (XREAD) until records after ``after_seq`` exist, at most ``timeout_s``."""
+        r = conn or self.r
+        assert r is not None, "the store is not open"
+        got = await r.xread({self.keys.journal: f"{after_seq}-0"}, count=5000,
+                            block=max(1, int(timeout_s * 1000)))
+        if not got:
+            return []
+        return [_record(f) for _, f in got[0][1]]
+
+    def follower_connection(self) -> aioredis.Redis:
+        """A connection of its own for blocking reads (longer socket timeout)."""
+        return aioredis.Redis.from_url(
+            self.url, decode_responses=False, socket_timeout=self.socket_timeout + 5,
+            socket_connect_timeout=self.connect_timeout, retry=Retry(NoBackoff(), 0))
+
+    async def claim(self, now: float, limit: int = 1000) -> tuple[list[str], float]:
+        """Atomically take the deadline members due by ``now``, leased until now+lease_s.
+
+        Returns the members (``<event>:<stage>:<kind>``) and the lease score.
+        """
+        until = now + self.lease_s
+        got = await self._claim(keys=[self.keys.deadlines], args=[repr(now), repr(until), limit])
+        return [m.decode() for m in got], until
+
+    async def release(self, members: list[str], score: float) -> int:
+        """Drop claimed members that still hold our lease (they had nothing left to fire)."""
+        if not members:
+            return 0
+        return int(await self._release(keys=[self.keys.deadlines],
+                                       args=[repr(score), *members]))
+
+    async def next_deadline(self) -> float | None:
+        """The lowest score in the deadline set (a due time or a lease expiry)."""
+        assert self.r is not None
+        got = await self.r.zrange(self.keys.deadlines, 0, 0, withscores=True)
+        return float(got[0][1]) if got else None
+
+    # -- the flusher -------------------------------------------------------------------------
+    async def _run(self) -> None:
+        while True:
+            if not self._queue:
+                if self._closing:
+                    return
+                self._kick.clear()
+                await self._kick.wait()
+                continue
+            batch, n = [], 0
+            while self._queue and n < self.batch_max:
+                item = self._queue.pop(0)
+                batch.append(item)
+                n += len(item.records)
+            self._busy = True
+            try:
+                await self._flush(batch)
+            except asyncio.CancelledError:
+                self._fail(batch, ConflictError("the store was closed"), hook=False)
+                raise
+            except Exception as exc:  # never let the flusher die
+                log.exception("redis flush failed")
+                self._fail(batch, exc)
+            finally:
+                self._busy = False
+
+    async def _flush(self, batch: list[_Item]) -> None:
+        if self._head is None:
+            self._head = await self._read_head()
+        exp_seq, exp_hash = self._head
+        last_seq, last_hash = exp_seq, exp_hash
+        sent: list[_Item] = []
+        args: list[Any] = []
+        events: dict[str, dict[str, Any]] = {}
+        for i, item in enumerate(batch):
+            try:
+                check_batch(item.records, last_seq)
+            except ConflictError as exc:
+                self.conflicts += 1
+                if self._hook is not None:  # strict: everything after was built on it
+                    self._fail(sent + batch[i:], exc)
+                    return
+                item.fut.done() or item.fut.set_exception(exc)
+                continue
+            sealed = chain_encoded(item.records, last_hash)
+            item.out = [r for r, _ in sealed]
+            for r, data in sealed:
+                args += [r.seq, r.hash, data]
+                events[r.event_id] = r.after
+            last_seq, last_hash = item.out[-1].seq, item.out[-1].hash
+            sent.append(item)
+        if not sent:
+            return
+        nrec = len(args) // 3
+        tail: list[Any] = [len(events)]
+        for eid, ev in events.items():
+            try:
+                live = live_deadlines(ev)
+            except (KeyError, TypeError, ValueError):
+                live = []
+            tail += [eid, len(live)]
+            for member, due in live:
+                tail += [member, repr(due)]
+        try:
+            ok, seq, h = await self._append(
+                keys=[self.keys.head, self.keys.journal, self.keys.deadlines],
+                args=[exp_seq, exp_hash, nrec, *args, *tail])
+        except Exception as exc:
+            self._head = None  # unknown: the script may have run; ask next time
+            self._fail(sent, exc)
+            return
+        seq, h = int(seq), (h.decode() if isinstance(h, bytes) else str(h))
+        if not ok and (seq, h) == (last_seq, last_hash):
+            ok = 1  # our own write whose answer was lost and retried: it is in
+        self._head = (seq, h)
+        if not ok:
+            self.conflicts += 1
+            self._fail(sent, ConflictError(
+                f"append expected head {exp_seq}, the journal is at {seq}: another instance "
+                "appended first"))
+            return
+        self.commits += 1
+        for item in sent:
+            item.fut.done() or item.fut.set_result(item.out)
+
+    def _fail(self, items: list[_Item], exc: BaseException, hook: bool = True) -> None:
+        """Fail ``items`` (and, in strict mode, all queued) then tell the runtime."""
+        if self._hook is not None:
+            items = items + self._queue
+            self._queue = []
+        first = min((it.records[0].seq for it in items if it.records), default=None)
+        for item in items:
+            if not item.fut.done():
+                item.fut.set_exception(exc)
+        if hook and self._hook is not None and first is not None:
+            self._hook(first, exc)
+
+
+def _record(fields: dict[bytes, bytes]) -> Record:
+    d = orjson.loads(fields[b"d"])
+    d["hash"] = fields[b"h"].decode()
+    return Record.from_dict(d)
