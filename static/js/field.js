@@ -173,7 +173,9 @@ function upsert(e, msg) {
   if (mine(e)) S.events.set(e.id, e); else S.events.delete(e.id);
   if (isNew && msg && msg.type !== 'snapshot') {
     toast(`${S.catName(e.category)} · ${t('status.dispatched')}`, 'warn', 6000);
-    if (navigator.vibrate) { try { navigator.vibrate([200, 100, 200]); } catch (_) { /* ignore */ } }
+    // Vibration needs a prior tap on the page (Chrome logs an intervention otherwise).
+    const active = navigator.userActivation ? navigator.userActivation.hasBeenActive : false;
+    if (navigator.vibrate && active) { try { navigator.vibrate([200, 100, 200]); } catch (_) { /* ignore */ } }
   }
   render();
 }

@@ -93,6 +93,9 @@ function chrome() {
     renderChrome();
   });
   document.getElementById('handover').addEventListener('click', handoverDialog);
+  document.addEventListener('keydown', (e) => {
+    if (e.key === 'Escape' && S.selected && !document.querySelector('.modal-overlay')) closeDetail();
+  });
   // Browsers only let sound start after a user gesture: create the AudioContext then.
   const unlock = () => unlockAudio();
   document.addEventListener('pointerdown', unlock, { once: true, capture: true });
