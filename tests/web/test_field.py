@@ -138,3 +138,18 @@ def test_position_is_shared_and_throttled(server, open_page):
     time.sleep(1.0)
     assert len(puts) == 1, puts
     assert "位置共享中" in page.locator("#position-status").inner_text()
+
+
+def test_a_new_assignment_arrives_live(server, open_page):
+    ev = assigned_event(server, description="改派到我")
+    picks = server.get(f"/api/v1/events/{ev['id']}/units")
+    units = {u["id"]: u for u in server.get("/api/v1/units", "admin")["units"]}
+    other = next(p["unit"] for p in picks["nearby"]
+                 if p["unit"] != ev["unit"] and units[p["unit"]]["available"])
+    tok = server.field_token(other)
+    page = open_page("/field", tok, viewport=PHONE, has_touch=True, is_mobile=True).page
+    page.wait_for_selector("#conn.conn-online", timeout=15000)
+    page.wait_for_selector("#no-assignment", timeout=5000)
+    server.act(ev["id"], "reassign", unit=other, note="就近改派")
+    page.wait_for_selector("#next-step", timeout=3000)
+    assert page.locator("#event-description").inner_text() == "改派到我"
