@@ -301,7 +301,7 @@ const DICT = {
     'zone.school': 'School',
     'zone.market': 'Market',
 
-    'ops.title': 'Command centre · whole picture',
+    'ops.title': 'Command centre',
     'ops.events': 'Open events',
     'ops.events.empty': 'No open events',
     'ops.fullscreen': 'Full screen',
