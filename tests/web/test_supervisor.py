@@ -118,3 +118,18 @@ def test_exports_open_with_openpyxl_and_have_chinese_headers(server, open_page, 
     assert "事件数" in text.splitlines()[0]
     assert len([ln for ln in text.splitlines() if ln.strip()]) - 1 == n_rows
     time.sleep(0.2)
+
+
+def test_choosing_a_county_narrows_the_figures(server, open_page, history):
+    page = open_page("/supervisor", "supervisor").page
+    page.wait_for_selector("#stats-table tbody tr", timeout=10000)
+    with page.expect_response(lambda r: "/stats/response-times" in r.url
+                              and "region=331003" in r.url and "group_by=township" in r.url) as resp:
+        page.select_option("#region", "331003")
+    groups = resp.value.json()["groups"]
+    page.wait_for_function(
+        f"document.querySelectorAll('#stats-table tbody tr').length === {len(groups)}",
+        timeout=5000)
+    keys = page.eval_on_selector_all("#stats-table tbody tr", "ns => ns.map(n => n.dataset.key)")
+    assert keys == [g["key"] for g in groups]
+    assert all(k.startswith("331003") for k in keys), keys
