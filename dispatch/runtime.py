@@ -7,6 +7,11 @@ store says they are durable does it answer the caller and hand the records to th
 command may have moved it) and calls ``engine.fire_due(now)``: one deadline book, never a
 timer per event. On start the engine is rebuilt from the journal, and deadlines that passed
 while the server was down fire once, before the server takes requests.
+
+With a shared store (``store: redis://…``) the runtime hands commands, following and the
+deadline loop to ``dispatch.cluster.Cluster``: appends become compare-and-set retries across
+instances, other instances' records are followed and published, and deadlines are claimed
+from Redis so that each fires once (docs/redis.md). The embedded path is unchanged.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from geo.units import UnitIndex
 log = logging.getLogger("dispatch.runtime")
 
 Listener = Callable[[list[Record]], None]
+PositionListener = Callable[[str], None]
 
 
 class StoreUnavailableError(Exception):
@@ -69,6 +75,8 @@ class Runtime:
         self.store: Store = store or open_store(
             config.store, **_store_options(config))
         self.listeners: list[Listener] = []
+        self.position_listeners: list[PositionListener] = []
+        self.cluster: Any = None  # dispatch.cluster.Cluster when the store is shared
         self.published_seq = 0
         self._wake = asyncio.Event()
         self._timer_task: asyncio.Task[None] | None = None
@@ -81,6 +89,28 @@ class Runtime:
         self.listeners.append(listener)
         return lambda: self.listeners.remove(listener)
 
+    def subscribe_positions(self, listener: PositionListener) -> Callable[[], None]:
+        """Call ``listener(unit_id)`` when another instance reported a unit's position."""
+        self.position_listeners.append(listener)
+        return lambda: self.position_listeners.remove(listener)
+
+    def share_position(self, unit: str, lon: float, lat: float, at: float,
+                       accuracy_m: float | None = None) -> None:
+        """A position reported here: tell the other instances (no-op when embedded)."""
+        if self.cluster is not None:
+            self.cluster.share_position(unit, lon, lat, at, accuracy_m)
+
+    def position_changed(self, unit: str) -> None:
+        for listener in list(self.position_listeners):
+            try:
+                listener(unit)
+            except Exception:
+                log.exception("position listener failed")
+
+    def wake(self) -> None:
+        """The deadline book may have changed: let the deadline loop look again."""
+        self._wake.set()
+
     async def start(self) -> None:
         """Open the store, rebuild state from the journal, fire overdue deadlines once."""
         await self.store.open()
@@ -89,6 +119,15 @@ class Runtime:
             self.engine = Engine.restore(snap[1], self.policy, self.port)
         await replay(self.store, self.engine)
         self.published_seq = self.engine.last_seq
+        if getattr(self.store, "shared", False):
+            from dispatch.cluster import Cluster
+
+            self.cluster = Cluster(self, self.store)  # type: ignore[arg-type]
+            await self.cluster.start()
+            await self.fire_due()
+            self._timer_task = asyncio.create_task(self.cluster.deadline_loop(),
+                                                   name="deadlines")
+            return
         await self.fire_due()
         self._timer_task = asyncio.create_task(self._deadline_loop(), name="deadlines")
 
@@ -102,6 +141,8 @@ class Runtime:
             self._timer_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._timer_task
+        if self.cluster is not None:
+            await self.cluster.stop()
         if self.healthy and self.engine.last_seq == self.published_seq:
             try:
                 await self.store.save_snapshot(self.engine.last_seq, self.engine.snapshot())
@@ -113,18 +154,28 @@ class Runtime:
     async def create(self, fields: dict[str, Any], actor: str,
                      idempotency_key: str | None = None) -> Outcome:
         """Intake: route, dispatch, and answer once the record is durable."""
+        if self.cluster is not None:
+            return await self.cluster.run(  # type: ignore[no-any-return]
+                lambda now: self.engine.create(fields, actor, now,
+                                               idempotency_key=idempotency_key))
         out = self.engine.create(fields, actor, self.clock.now(), idempotency_key=idempotency_key)
         await self._commit(out.records)
         return out
 
     async def act(self, event_id: str, action: str, actor: str, **kw: Any) -> Outcome:
         """A lifecycle action (respond, depart, …) carried out and made durable."""
+        if self.cluster is not None:
+            return await self.cluster.run(  # type: ignore[no-any-return]
+                lambda now: self.engine.act(event_id, action, actor, now, **kw))
         out = self.engine.act(event_id, action, actor, self.clock.now(), **kw)
         await self._commit(out.records)
         return out
 
     async def fire_due(self) -> Outcome:
-        """Fire every warning, breach and escalation due now."""
+        """Fire every warning, breach and escalation due now (shared store: if claimed)."""
+        if self.cluster is not None:
+            return await self.cluster.fire_claimed(  # type: ignore[no-any-return]
+                self.clock.now())
         out = self.engine.fire_due(self.clock.now())
         for rec in out.records:
             self.fired_total[rec.action] = self.fired_total.get(rec.action, 0) + 1
@@ -145,11 +196,16 @@ class Runtime:
             except ValueError:
                 self.healthy = False  # cannot undo: stop taking changes until restarted
             raise StoreUnavailableError(str(exc)) from exc
-        self.engine.confirm(records[-1].seq)
+        self.published(stored or records)
+
+    def published(self, records: list[Record], confirm: bool = True) -> None:
+        """Records are durable: free their undo entries and hand them to the listeners."""
+        if confirm:
+            self.engine.confirm(records[-1].seq)
         self.published_seq = max(self.published_seq, records[-1].seq)
         for listener in list(self.listeners):
             try:
-                listener(stored or records)
+                listener(records)
             except Exception:  # a failing listener never breaks the bus
                 log.exception("listener failed")
 

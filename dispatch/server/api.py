@@ -89,6 +89,7 @@ def apply_position(state: State, p: Principal, unit_id: str, data: Any) -> dict[
         raise ApiError(422, "invalid_field", "at is in the future", "at")
     state.runtime.units.update_position(unit_id, body["lon"], body["lat"], at,
                                         accuracy_m=body["accuracy_m"])
+    state.runtime.share_position(unit_id, body["lon"], body["lat"], at, body["accuracy_m"])
     out = unit_json(ds, state.runtime.units, state.runtime.engine.busy_units(), unit_id, now,
                     state.tz)
     state.hub.publish_unit(out, path)

@@ -178,6 +178,16 @@ def build_app(config: Config, clock: Clock | None = None) -> web.Application:
                         for tid, t in runtime.dataset.teams.items()}
     runtime.subscribe(hub.publish)
 
+    def push_unit(unit_id: str) -> None:  # a position reported on another instance
+        from dispatch.server.render import unit_json
+
+        ds = runtime.dataset
+        out = unit_json(ds, runtime.units, runtime.engine.busy_units(), unit_id, clock.now(),
+                        config.tz)
+        hub.publish_unit(out, state.team_paths.get(ds.units[unit_id].team, frozenset()))
+
+    runtime.subscribe_positions(push_unit)
+
     app = web.Application(
         middlewares=[metrics_middleware, error_middleware, auth_middleware],
         client_max_size=int(config["limits"]["max_body_bytes"]),

@@ -256,10 +256,10 @@ class RedisStore:
             return []
         return [_record(f) for _, f in got[0][1]]
 
-    def follower_connection(self) -> aioredis.Redis:
-        """A connection of its own for blocking reads (longer socket timeout)."""
+    def follower_connection(self, timeout_s: float | None = 10.0) -> aioredis.Redis:
+        """A connection of its own for blocking reads and pub/sub (its own socket timeout)."""
         return aioredis.Redis.from_url(
-            self.url, decode_responses=False, socket_timeout=self.socket_timeout + 5,
+            self.url, decode_responses=False, socket_timeout=timeout_s,
             socket_connect_timeout=self.connect_timeout, retry=Retry(NoBackoff(), 0))
 
     async def claim(self, now: float, limit: int = 1000) -> tuple[list[str], float]:
@@ -323,6 +323,7 @@ class RedisStore:
                 check_batch(item.records, last_seq)
             except ConflictError as exc:
                 self.conflicts += 1
+                self._head = None  # another instance may have moved it: ask next time
                 if self._hook is not None:  # strict: everything after was built on it
                     self._fail(sent + batch[i:], exc)
                     return
