@@ -57,6 +57,7 @@ class Cluster:
         self.idle = asyncio.Event()
         self.idle.set()
         self.down = False
+        self.down_event = asyncio.Event()  # set while ``down``
         self.rebuild = False
         self.resync_task: asyncio.Task[None] | None = None
         self.tasks: list[asyncio.Task[Any]] = []
@@ -98,10 +99,7 @@ class Cluster:
             if self.resync_task is not None:
                 if self.down:
                     raise StoreUnavailableError("Redis is unreachable; reconnecting")
-                try:
-                    await asyncio.wait_for(asyncio.shield(self.resync_task), RESYNC_WAIT_S)
-                except (asyncio.TimeoutError, Exception):
-                    raise StoreUnavailableError("the journal is catching up; retry") from None
+                await self._wait_resync()
                 continue
             try:
                 out = make(self.rt.clock.now())
@@ -132,6 +130,24 @@ class Cluster:
             return out
         raise StoreUnavailableError("the journal is too contended right now; retry")
 
+    async def _wait_resync(self) -> None:
+        """Wait for the catch-up; 503 at once if it finds Redis down, or after a while."""
+        from dispatch.runtime import StoreUnavailableError
+
+        task = self.resync_task
+        if task is None:
+            return
+        down = asyncio.ensure_future(self.down_event.wait())
+        try:
+            await asyncio.wait({asyncio.shield(task), down}, timeout=RESYNC_WAIT_S,
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            down.cancel()
+        if self.down:
+            raise StoreUnavailableError("Redis is unreachable; reconnecting")
+        if not task.done():
+            raise StoreUnavailableError("the journal is catching up; retry")
+
     def _maybe_idle(self) -> None:
         if self.inflight == 0 and self.resync_task is None:
             self.idle.set()
@@ -146,10 +162,14 @@ class Cluster:
         if not isinstance(exc, ConflictError):
             if not self.down:
                 log.warning("Redis unreachable (%s): answering 503 until it is back", exc)
-            self.down = True
+            self._set_down(True)
         if self.resync_task is None:
             self.idle.clear()
             self.resync_task = asyncio.get_running_loop().create_task(self._resync())
+
+    def _set_down(self, down: bool) -> None:
+        self.down = down
+        self.down_event.set() if down else self.down_event.clear()
 
     async def _resync(self) -> None:
         delay = 0.05
@@ -167,12 +187,12 @@ class Cluster:
                 except Exception as exc:
                     if not self.down:
                         log.warning("Redis unreachable (%s): answering 503", exc)
-                    self.down = True
+                    self._set_down(True)
                     await asyncio.sleep(delay)
                     delay = min(1.0, delay * 2)
             if self.down:
                 log.warning("Redis is back: taking changes again")
-            self.down = False
+            self._set_down(False)
         finally:
             self.resync_task = None
             self._maybe_idle()

@@ -34,11 +34,13 @@ def free_port() -> int:
 class RedisServer:
     """One redis-server process owned by a test."""
 
-    def __init__(self, tmp: Path, appendonly: bool = False, port: int | None = None) -> None:
+    def __init__(self, tmp: Path, appendonly: bool = False, port: int | None = None,
+                 appendfsync: str = "everysec") -> None:
         self.dir = tmp
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
         self.appendonly = appendonly
+        self.appendfsync = appendfsync
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -50,7 +52,7 @@ class RedisServer:
         args = [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1",
                 "--dir", str(self.dir), "--save", "", "--daemonize", "no",
                 "--protected-mode", "no", "--logfile", str(self.dir / "redis.log")]
-        args += (["--appendonly", "yes", "--appendfsync", "everysec"] if self.appendonly
+        args += (["--appendonly", "yes", "--appendfsync", self.appendfsync] if self.appendonly
                  else ["--appendonly", "no"])
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         end = time.monotonic() + timeout

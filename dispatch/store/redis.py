@@ -312,7 +312,11 @@ class RedisStore:
 
     async def _flush(self, batch: list[_Item]) -> None:
         if self._head is None:
-            self._head = await self._read_head()
+            try:
+                self._head = await self._read_head()
+            except Exception as exc:
+                self._fail(batch, exc)
+                return
         exp_seq, exp_hash = self._head
         last_seq, last_hash = exp_seq, exp_hash
         sent: list[_Item] = []

@@ -16,9 +16,8 @@ from dispatch.store.sqlite import SqliteStore
 
 def _redis(tmp: Path) -> Any:
     """A RedisStore on the session's own redis-server, one key tag per test directory."""
-    from tests.redis_fixture import REDIS_SERVER, session_redis, stop_session_redis
-
     from dispatch.store.redis import RedisStore
+    from tests.redis_fixture import REDIS_SERVER, session_redis, stop_session_redis
 
     if REDIS_SERVER is None:
         pytest.skip("redis-server is not installed (tests/run.sh installs it with apt-get)")

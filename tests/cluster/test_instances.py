@@ -1,0 +1,192 @@
+"""Two or three real server processes on one real redis-server (issue 6).
+
+Cross-instance push and resume, exactly-once escalation with three instances racing,
+``kill -9`` of one instance under load, and Redis itself stopped and restarted under load.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+
+import aiohttp
+import orjson
+import pytest
+import websockets
+
+from dispatch.core.records import verify_chain
+from tests.cluster.conftest import HY, auth, journal, post_events
+from tests.server.conftest import intake_body
+
+pytestmark = [pytest.mark.redis, pytest.mark.slow]
+
+
+async def recv_until(ws, pred, timeout: float = 5.0):
+    end = time.monotonic() + timeout
+    while True:
+        msg = orjson.loads(await asyncio.wait_for(ws.recv(), max(0.01, end - time.monotonic())))
+        if pred(msg):
+            return msg
+
+
+async def all_ids(session: aiohttp.ClientSession, url: str) -> set[str]:
+    out: set[str] = set()
+    cursor = None
+    while True:
+        q = f"?limit=1000{'&cursor=' + cursor if cursor else ''}"
+        async with session.get(f"{url}/api/v1/events{q}", headers=auth("city")) as r:
+            body = await r.json()
+        out |= {e["id"] for e in body["events"]}
+        cursor = body["next"]
+        if cursor is None:
+            return out
+
+
+def stage_counts(records) -> Counter:
+    return Counter((r.event_id, r.action, (r.extra or {}).get("stage")) for r in records
+                   if r.action in ("warned", "breached", "escalated"))
+
+
+async def test_cross_instance_push_and_resume_anywhere(cluster_factory, session):
+    c = cluster_factory()
+    a, b = c.start(2)
+    await c.wait_healthy([a, b])
+    ws = await websockets.connect(b.ws_url, additional_headers=auth("city"))
+    snap = orjson.loads(await ws.recv())
+    assert snap["type"] == "snapshot"
+    lat, ids = [], []
+    for i in range(20):
+        t0 = time.perf_counter()
+        async with session.post(a.url + "/api/v1/events", headers=auth("intake"),
+                                json=intake_body(*HY, external_id=f"push-{i}")) as r:
+            assert r.status == 201
+            eid = (await r.json())["id"]
+        msg = await recv_until(ws, lambda m, eid=eid: m["type"] == "event.created"
+                               and m["event"]["id"] == eid)
+        lat.append(time.perf_counter() - t0)
+        ids.append(eid)
+        assert msg["seq"] > snap["seq"]
+    assert sorted(lat)[len(lat) // 2] < 0.1, lat  # a few ms in practice
+
+    # an action on B for an event created on A; A's sockets see it too
+    ws_a = await websockets.connect(a.ws_url, additional_headers=auth("city"))
+    await ws_a.recv()
+    async with session.post(f"{b.url}/api/v1/events/{ids[0]}/respond",
+                            headers=auth("city")) as r:
+        assert r.status == 200, await r.text()
+    upd = await recv_until(ws_a, lambda m: m["type"] == "event.updated")
+    assert upd["event"]["id"] == ids[0] and upd["event"]["status"] == "responded"
+
+    # resume from the first snapshot's seq on the *other* instance: everything, in order
+    ws2 = await websockets.connect(f"{a.ws_url}?since={snap['seq']}",
+                                   additional_headers=auth("city"))
+    got = [orjson.loads(await asyncio.wait_for(ws2.recv(), 5)) for _ in range(21)]
+    assert [m["event"]["id"] for m in got[:20]] == ids
+    assert got[20]["type"] == "event.updated" and got[20]["event"]["status"] == "responded"
+    seqs = [m["seq"] for m in got]
+    assert seqs == sorted(seqs) and len(set(seqs)) == 21
+
+    # a position reported on A reaches B's sockets and B's nearest-unit search
+    async with session.put(f"{a.url}/api/v1/units/{upd['event']['unit']}/position",
+                           headers=auth("admin"),
+                           json={"lon": HY[0] + 0.001, "lat": HY[1]}) as r:
+        assert r.status == 200, await r.text()
+    pos = await recv_until(ws, lambda m: m["type"] == "unit.updated")
+    assert pos["unit"]["id"] == upd["event"]["unit"]
+    for w in (ws, ws_a, ws2):
+        await w.close()
+
+
+async def test_three_instances_escalate_exactly_once(cluster_factory, session):
+    c = cluster_factory(timers={"respond_s": 0.6, "depart_s": 1.2, "arrive_s": 600})
+    insts = c.start(3)
+    await c.wait_healthy(insts)
+    ids: list[str] = []
+    for k, inst in enumerate(insts):
+        ids += await post_events(inst.url, 12, f"race-{k}", pause_s=0.005)
+    assert len(ids) == 36
+    await asyncio.sleep(2.5)
+    recs = await journal(c.redis.url)
+    assert verify_chain(recs) is None
+    counts = stage_counts(recs)
+    for eid in ids:
+        for stage in ("respond", "depart"):
+            for action in ("warned", "breached", "escalated"):
+                assert counts[(eid, action, stage)] == 1, (eid, action, stage, counts)
+    assert max(counts.values()) == 1
+    late = [r.received_at - r.at for r in recs if r.action == "breached"]
+    assert max(late) < 1.0, max(late)  # claimed and fired promptly
+    # every instance holds the same state
+    states = []
+    for inst in insts:
+        async with session.get(f"{inst.url}/api/v1/events/{ids[0]}",
+                               headers=auth("city")) as r:
+            states.append(await r.json())
+    assert all(s["version"] == states[0]["version"] for s in states)
+    assert states[0]["tier"] == "city"
+
+
+async def test_kill_9_of_one_instance_under_load(cluster_factory, session):
+    c = cluster_factory(timers={"respond_s": 1.5, "depart_s": 3, "arrive_s": 600},
+                        lease_s=1.0)
+    a, b, third = c.start(3)
+    await c.wait_healthy([a, b, third])
+    load_a = asyncio.create_task(post_events(a.url, 300, "ka", pause_s=0.003))
+    load_b = asyncio.create_task(post_events(b.url, 300, "kb", pause_s=0.003))
+    await asyncio.sleep(0.5)
+    a.kill9()
+    answered = await load_a + await load_b
+    assert answered
+    assert set(answered) <= await all_ids(session, third.url)
+    await asyncio.sleep(4.0)  # the respond and depart deadlines of every event pass
+    recs = await journal(c.redis.url)
+    assert verify_chain(recs) is None
+    assert set(answered) <= {r.event_id for r in recs if r.action == "created"}
+    counts = stage_counts(recs)
+    for eid in answered:
+        for stage in ("respond", "depart"):
+            assert counts[(eid, "breached", stage)] == 1, (eid, stage)
+            assert counts[(eid, "escalated", stage)] == 1, (eid, stage)
+    assert max(counts.values()) == 1
+
+
+async def test_redis_stopped_and_restarted_under_load(cluster_factory, session):
+    c = cluster_factory(appendonly=True, appendfsync="always")
+    a, b = c.start(2)
+    await c.wait_healthy([a, b])
+    statuses: list[int] = []
+    load = asyncio.create_task(post_events(a.url, 500, "out", pause_s=0.006,
+                                           statuses=statuses))
+    await asyncio.sleep(0.6)
+    c.redis.stop(kill=True)  # a crash of Redis, not a polite shutdown
+    await asyncio.sleep(0.5)
+    t0 = time.perf_counter()
+    async with session.post(b.url + "/api/v1/events", headers=auth("intake"),
+                            json=intake_body(*HY, external_id="during")) as r:
+        body = await r.json()
+        assert r.status == 503, body
+        assert body["error"]["code"] == "store_unavailable"
+    assert time.perf_counter() - t0 < 2.5, (body, b.log.read_text()[-3000:])
+    await asyncio.sleep(0.8)
+    c.redis.start()
+    ok_after = None
+    end = time.monotonic() + 15
+    while time.monotonic() < end:
+        async with session.post(b.url + "/api/v1/events", headers=auth("intake"),
+                                json=intake_body(*HY, external_id="after")) as r:
+            if r.status in (200, 201):
+                ok_after = (await r.json())["id"]
+                break
+        await asyncio.sleep(0.2)
+    assert ok_after is not None, "the server did not reconnect by itself"
+    answered = await load
+    assert 503 in statuses and 500 not in statuses, Counter(statuses)
+    assert answered
+    recs = await journal(c.redis.url)
+    assert verify_chain(recs) is None
+    created = {r.event_id for r in recs if r.action == "created"}
+    assert set(answered) | {ok_after} <= created
+    await asyncio.sleep(0.3)
+    assert set(answered) <= await all_ids(session, a.url)
+    assert set(answered) <= await all_ids(session, b.url)
