@@ -35,6 +35,7 @@ import orjson
 import websockets
 import yaml
 
+from bench import crowd
 from bench.report import machine, percentile, update_section
 from geo import DEMO_DIR
 from geo.loader import load_dataset
@@ -124,14 +125,19 @@ class Generator:
         self.run = Run()
         self.sockets: list[Any] = []
         self.readers: list[asyncio.Task[None]] = []
+        self.crowd: list[tuple[Client, crowd.CrowdSocket]] = []
 
     async def connect(self) -> None:
+        """Probe sockets through ``websockets``; the crowd through ``bench.crowd``."""
         ws_base = self.url.replace("http://", "ws://") + "/ws"
         sem = asyncio.Semaphore(50)
 
         async def one(c: Client) -> None:
-            q = f"?region={c.region}" if self.baseline else f"?token={c.token}"
+            q = f"?region={c.region}" if self.baseline else f"?token={c.token}&positions=batch"
             async with sem:
+                if not c.probe:
+                    self.crowd.append((c, await crowd.connect(ws_base + q)))
+                    return
                 ws = await websockets.connect(ws_base + q, max_size=None, compression=None,
                                               open_timeout=120, ping_interval=None)
             await ws.recv()  # snapshot
@@ -139,6 +145,10 @@ class Generator:
             self.readers.append(asyncio.create_task(self._read(ws, c)))
 
         await asyncio.gather(*(one(c) for c in self.clients))
+
+    def sync_counts(self) -> None:
+        for c, proto in self.crowd:
+            c.count, c.created = proto.count, proto.created
 
     async def _read(self, ws: Any, c: Client) -> None:
         try:
@@ -155,6 +165,8 @@ class Generator:
     async def close(self) -> None:
         for t in self.readers:
             t.cancel()
+        for _, proto in self.crowd:
+            proto.close()
         await asyncio.gather(*(ws.close() for ws in self.sockets), return_exceptions=True)
 
     async def offer(self, session: aiohttp.ClientSession, bodies: list[dict[str, Any]],
@@ -298,6 +310,7 @@ async def measure(kind: str, cfg: Path, clients: list[Client], bodies: list[dict
                 results["rates"][rate] = row
             stop.set()
             results["positions_sent"] = await pos_task
+        gen.sync_counts()
         results["errors"] = gen.run.errors
         results["rss_mb"] = proc_stats(proc.pid)["rss_mb"]
         total_sent = len(gen.run.sent)
@@ -331,7 +344,10 @@ async def fanout(kind: str, cfg: Path, n_clients: int, n_events: int, body: dict
         async with aiohttp.ClientSession() as session:
             t0 = time.perf_counter()
             await gen.offer(session, [body] * n_events, 2000.0, f"fan-{kind}")
-            while sum(c.created for c in clients) < expected and time.perf_counter() - t0 < 120:
+            while time.perf_counter() - t0 < 120:
+                gen.sync_counts()
+                if sum(c.created for c in clients) >= expected:
+                    break
                 await asyncio.sleep(0.01)
             elapsed = time.perf_counter() - t0 - 0.5
         got = sum(c.created for c in clients)

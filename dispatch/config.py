@@ -57,7 +57,8 @@ DEFAULTS: dict[str, Any] = {
     "auth": {"tokens": [], "token_file": "var/tokens.yaml"},
     "limits": {"max_body_bytes": 65536, "max_json_depth": 32, "rate_per_s": 100,
                "rate_burst": 400, "ws_max_message_bytes": 65536},
-    "ws": {"queue_size": 2000, "heartbeat_s": 20, "replay_max": 20000},
+    "ws": {"queue_size": 2000, "heartbeat_s": 20, "replay_max": 20000,
+           "position_flush_s": 1.0},
     "timezone": "Asia/Shanghai",
     "ui": {"tiles": None, "center": [121.2, 28.75], "zoom": 9},
 }
@@ -242,6 +243,7 @@ def _validate(raw: dict[str, Any]) -> None:
     for key in ("queue_size", "replay_max"):
         _positive(raw, "ws", key, integer=True)
     _positive(raw, "ws", "heartbeat_s")
+    _positive(raw, "ws", "position_flush_s")
     try:
         zoneinfo.ZoneInfo(str(raw["timezone"]))
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):

@@ -145,7 +145,7 @@ class Simulator:
             feed = asyncio.create_task(self._feed())
             try:
                 await asyncio.wait_for(self._intake(), timeout=duration_s)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
             finally:
                 feed.cancel()

@@ -3,12 +3,14 @@
 How it works: ``build_app(config)`` wires a ``Runtime`` (engine + store + geo + deadline
 loop), the ``Hub`` and the handlers of ``api.py`` / ``ws.py``. Middlewares, outermost first:
 metrics (latency by route), errors (every failure becomes ``{"error": {code, message,
-field}}``), and auth + rate limit for ``/api/v1`` and ``/ws``. Start-up rebuilds state from the journal
-before the port answers; shutdown closes WebSockets with 1001 and flushes the journal.
+field}}``), and auth + rate limit for ``/api/v1`` and ``/ws``. Start-up rebuilds state from
+the journal before the port answers; shutdown closes WebSockets with 1001 and flushes the
+journal.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
@@ -198,10 +200,16 @@ def build_app(config: Config, clock: Clock | None = None) -> web.Application:
     openapi.add_routes(app)
     _add_pages(app)
 
+    tasks: list[asyncio.Task[None]] = []
+
     async def on_startup(app: web.Application) -> None:
         await runtime.start()
+        tasks.append(asyncio.create_task(
+            hub.run_position_flush(float(config["ws"]["position_flush_s"])), name="positions"))
 
     async def on_shutdown(app: web.Application) -> None:
+        for t in tasks:
+            t.cancel()
         await hub.close_all()
 
     async def on_cleanup(app: web.Application) -> None:

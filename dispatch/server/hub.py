@@ -37,6 +37,7 @@ MESSAGE_TYPES = {
 }
 
 CLOSE_SLOW = 1008
+DIRECT_WRITE_LIMIT = 64 * 1024
 CLOSE_GOING_AWAY = 1001
 
 
@@ -53,11 +54,27 @@ class Client:
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     closed: bool = False
     dropped_positions: int = 0
+    batch_positions: bool = False
+    pending_units: dict[str, dict[str, Any]] = field(default_factory=dict)
     unsubscribe: Callable[[], None] | None = None
+    transport: asyncio.Transport | None = None
+    direct: bool = False  # set by the writer once the snapshot / catch-up is out
 
-    def offer(self, seq: int, data: bytes, is_position: bool = False) -> bool:
-        """Queue one message; False when the client is too slow and must go."""
+    def offer(self, seq: int, data: bytes, is_position: bool = False,
+              frame: bytes | None = None) -> bool:
+        """Send or queue one message; False when the client is too slow and must go.
+
+        When nothing is queued and the socket's buffer is nearly empty, the frame (built
+        once per message for every recipient) goes straight to the transport: no task
+        switch per recipient. Otherwise it waits in the bounded queue for the writer task.
+        """
         if self.closed:
+            return True
+        t = self.transport
+        if (self.direct and not self.queue and t is not None and not t.is_closing()
+                and t.get_write_buffer_size() < DIRECT_WRITE_LIMIT):
+            if not seq or seq > self.after_seq:
+                t.write(frame if frame is not None else text_frame(data))
             return True
         if len(self.queue) >= self.queue_size:
             for i, item in enumerate(self.queue):
@@ -87,7 +104,6 @@ class Hub:
         self.by_region: dict[str, set[Client]] = {}
         self.by_unit: dict[str, set[Client]] = {}
         self.clients: set[Client] = set()
-        self.delivered = 0
         self.disconnected_slow = 0
 
     # -- registration ---------------------------------------------------------------------
@@ -149,26 +165,67 @@ class Hub:
             if not targets:
                 continue
             data = orjson.dumps(self.message_for(rec))
+            frame = text_frame(data)
             for c in targets:
                 if c.narrow and not _in_path(ev, c.narrow):
                     continue
-                if not c.offer(rec.seq, data):
+                if not c.offer(rec.seq, data, frame=frame):
                     self._drop_slow(c)
 
     def publish_unit(self, unit: dict[str, Any], team_path: frozenset[str]) -> None:
-        """A unit's new position to the clients whose scope holds its team."""
+        """A unit's new position to the clients whose scope holds its team.
+
+        Clients that asked for batched positions (``/ws?positions=batch``, as the pages do)
+        get the latest position of each unit once per flush as one ``units.updated`` frame;
+        the others get one ``unit.updated`` message per report (contract §4).
+        """
         targets = set(self.all_seeing)
         for rid in team_path:
             targets |= self.by_region.get(rid, set())
         targets |= self.by_unit.get(unit["id"], set())
         if not targets:
             return
-        data = orjson.dumps({"type": "unit.updated", "at": unit.get("at"),
-                             "server_time": self.now_iso(), "unit": unit})
+        data: bytes | None = None
+        frame = b""
         for c in targets:
             if c.narrow and c.narrow not in team_path:
                 continue
+            if c.batch_positions:
+                c.pending_units[unit["id"]] = unit
+                continue
+            if data is None:
+                data = orjson.dumps({"type": "unit.updated", "at": unit.get("at"),
+                                     "server_time": self.now_iso(), "unit": unit})
+                frame = text_frame(data)
+            c.offer(0, data, is_position=True, frame=frame)
+
+    def flush_positions(self) -> int:
+        """Send each batching client its pending positions as one frame; returns frames."""
+        frames = 0
+        now = self.now_iso()
+        cache: dict[tuple[str, ...], bytes] = {}
+        for c in self.clients:
+            if not c.pending_units or c.closed:
+                continue
+            key = tuple(sorted(c.pending_units))
+            data = cache.get(key)
+            if data is None:
+                data = cache[key] = orjson.dumps({"type": "units.updated", "at": now,
+                                                  "server_time": now,
+                                                  "units": list(c.pending_units.values())})
+            c.pending_units = {}
             c.offer(0, data, is_position=True)
+            frames += 1
+        return frames
+
+    async def run_position_flush(self, every_s: float) -> None:
+        """The one task that flushes batched positions, every ``every_s`` seconds."""
+        while True:
+            await asyncio.sleep(every_s)
+            try:
+                self.flush_positions()
+            except Exception:
+                log.exception("position flush failed")
 
     def _drop_slow(self, c: Client) -> None:
         c.closed = True
@@ -203,6 +260,7 @@ async def writer(client: Client, hub: Hub, first: list[bytes]) -> None:
     try:
         for data in first:
             await ws.send_frame(data, WSMsgType.TEXT)
+        client.direct = True
         while not client.closed and not ws.closed:
             if not client.queue:
                 client.ready.clear()
@@ -212,10 +270,19 @@ async def writer(client: Client, hub: Hub, first: list[bytes]) -> None:
             if seq and seq <= client.after_seq:
                 continue
             await ws.send_frame(data, WSMsgType.TEXT)
-            hub.delivered += 1
     except (ConnectionError, RuntimeError, asyncio.CancelledError):
         pass
 
 
 def encode(msg: dict[str, Any]) -> bytes:
     return orjson.dumps(msg)
+
+
+def text_frame(payload: bytes) -> bytes:
+    """An unmasked, uncompressed server text frame (RFC 6455 §5.2), built once per message."""
+    n = len(payload)
+    if n < 126:
+        return bytes((0x81, n)) + payload
+    if n < 65536:
+        return bytes((0x81, 126)) + n.to_bytes(2, "big") + payload
+    return bytes((0x81, 127)) + n.to_bytes(8, "big") + payload

@@ -72,7 +72,9 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
     ws = web.WebSocketResponse(heartbeat=float(cfg["ws"]["heartbeat_s"]), compress=False,
                                max_msg_size=int(cfg["limits"]["ws_max_message_bytes"]))
     await ws.prepare(request)
-    client = Client(ws=ws, principal=p, queue_size=int(cfg["ws"]["queue_size"]))
+    client = Client(ws=ws, principal=p, queue_size=int(cfg["ws"]["queue_size"]),
+                    batch_positions=request.query.get("positions") == "batch",
+                    transport=request.transport)
     remove = state.hub.add(client)
     upto = state.runtime.published_seq
     client.after_seq = upto

@@ -62,7 +62,7 @@ async def post_many(port: int, n: int, stop_after: float | None = None) -> list[
                                   headers=auth("intake")) as r:
                     if r.status == 201:
                         ids.append((await r.json())["id"])
-            except (aiohttp.ClientError, asyncio.TimeoutError):
+            except (TimeoutError, aiohttp.ClientError):
                 pass
 
         tasks = []

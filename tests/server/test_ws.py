@@ -38,7 +38,7 @@ async def nothing_for(ws, seconds: float, pred=lambda m: m.get("type") != "unit.
             msg = await recv(ws, seconds)
             if pred(msg):
                 return msg
-    except asyncio.TimeoutError:
+    except TimeoutError:
         return None
 
 
@@ -99,7 +99,7 @@ async def test_field_unit_acts_over_the_socket(server):
     assert moved["unit"]["id"] == ev["unit"]
     for bad, code in (("not json", "malformed_json"), ('{"type": "fly"}', "unknown_type"),
                       ('{"no": "type"}', "invalid_message"),
-                      ('{"type": "cancel", "event": "%s"}' % ev["id"], "forbidden")):
+                      ('{{"type": "cancel", "event": "{}"}}'.format(ev["id"]), "forbidden")):
         await phone.send(bad)
         err = await recv_until(phone, lambda m: m["type"] == "error")
         assert err["error"]["code"] == code
@@ -199,7 +199,7 @@ async def test_slow_client_is_dropped_while_others_keep_up(tmp_path):
         # the slow client stops reading: its transport fills, then its queue overflows
         slow.transport.pause_reading()
         received = 0
-        for i in range(1500):
+        for _i in range(1500):
             await srv.call("POST", "/api/v1/events", "intake",
                            json=intake_body(lon, lat, description="长" * 1500))
             msg = await recv_until(fast, lambda m: m["type"] == "event.created", 2.0)
@@ -242,3 +242,33 @@ async def test_oversize_frame_closes_only_that_socket(server):
     await other.send(json.dumps({"type": "ping"}))
     assert (await recv_until(other, lambda m: m["type"] == "pong"))["type"] == "pong"
     await other.close()
+
+
+async def test_batched_positions_arrive_as_one_frame_per_flush(tmp_path):
+    srv = await start_server(tmp_path, ws={"position_flush_s": 0.2})
+    try:
+        batched = await websockets.connect(srv.ws_url + "?positions=batch",
+                                           additional_headers=srv.auth("huangyan"))
+        plain = await connect(srv, "huangyan")
+        await recv(batched)
+        await recv(plain)
+        ds = srv.state.runtime.dataset
+        units = [u for u in sorted(ds.units)
+                 if ds.county_of(ds.teams[ds.units[u].team].region) == "331003"][:3]
+        lon, lat = point_in(srv, "331003")
+        for _i, u in enumerate(units):
+            for step in range(2):  # two reports each: only the latest is sent
+                code, _ = await srv.call("PUT", f"/api/v1/units/{u}/position", "admin",
+                                         json={"lon": lon + 0.001 * step, "lat": lat})
+                assert code == 200
+        msg = await recv_until(batched, lambda m: m["type"] == "units.updated", 2.0)
+        assert sorted(x["id"] for x in msg["units"]) == units
+        assert all(abs(x["lon"] - (lon + 0.001)) < 1e-6 for x in msg["units"])
+        singles = [await recv_until(plain, lambda m: m["type"] == "unit.updated")
+                   for _ in range(6)]
+        assert [m["unit"]["id"] for m in singles] == [u for u in units for _ in range(2)]
+        await batched.close()
+        await plain.close()
+    finally:
+        await srv.session.close()
+        await srv.runner.cleanup()
