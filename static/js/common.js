@@ -189,8 +189,9 @@ export const clock = {
  * 'connecting' | 'online' | 'offline'.
  */
 export class Live {
-  constructor({ token, onMessage, onStatus, onAuthFailure }) {
+  constructor({ token, onMessage, onStatus, onAuthFailure, query }) {
     this.token = token;
+    this.query = query || {};
     this.onMessage = onMessage;
     this.onStatus = onStatus || (() => {});
     this.onAuthFailure = onAuthFailure || (() => {});
@@ -211,7 +212,7 @@ export class Live {
 
   url() {
     const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
-    const q = new URLSearchParams({ token: this.token });
+    const q = new URLSearchParams({ token: this.token, ...this.query });
     if (this.lastSeq !== null) q.set('since', String(this.lastSeq));
     return `${proto}//${location.host}/ws?${q}`;
   }

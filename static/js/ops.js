@@ -64,6 +64,8 @@ async function main() {
   initMap();
   live = new Live({
     token,
+    // Unit positions as one frame per server flush (docs/api.md, "batched positions").
+    query: { positions: 'batch' },
     onMessage,
     onStatus: (st, info) => conn.set(st, info),
     onAuthFailure: () => location.reload(),
@@ -322,6 +324,9 @@ function onMessage(msg) {
       break;
     case 'unit.updated':
       if (msg.unit) upsertUnit(msg.unit);
+      break;
+    case 'units.updated':
+      for (const u of msg.units || []) upsertUnit(u);
       break;
     default:
       break;

@@ -198,6 +198,7 @@ def test_reconnect_resumes_from_the_last_sequence_number(server, open_page, brow
     assert len(urls) >= 2
     assert "since=" not in urls[0]
     assert f"since={last_seq}" in urls[1]
+    assert "positions=batch" in urls[1]
 
 
 def test_english_switch_is_remembered(server, open_page):
