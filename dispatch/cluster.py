@@ -176,6 +176,13 @@ class Cluster:
         try:
             while True:
                 try:
+                    if not self.rebuild and await self.store.last_seq() < self.rt.engine.last_seq:
+                        # Redis lost records we had (restored from an older file, or a
+                        # failover to a replica that lagged): the journal is the truth.
+                        log.error("the journal in Redis is behind this instance (%d < %d): "
+                                  "rebuilding from it", await self.store.last_seq(),
+                                  self.rt.engine.last_seq)
+                        self.rebuild = True
                     if self.rebuild:
                         eng = Engine(self.rt.policy, self.rt.port)
                         await replay(self.store, eng)

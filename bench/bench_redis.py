@@ -1,0 +1,313 @@
+"""Redis benchmark (issue 6): several instances on one Redis, next to the embedded store.
+
+    .venv/bin/python -m bench.bench_redis [--quick]
+
+Everything runs on this machine: a ``redis-server`` of the bench's own (AOF on, ``appendfsync
+everysec`` unless a row says ``always``), 1–3 ``dispatch serve`` processes, and this process
+as the load generator. Figures:
+
+- cross-instance push: POST to instance A → ``event.created`` read on a socket connected
+  to instance B, p50/p99 (sequential POSTs, so it is latency, not queueing);
+- committed intakes per second, closed loop (64 concurrent POSTs spread over the
+  instances) for 1, 2 and 3 instances, next to one embedded (SQLite, ``synchronous=FULL``)
+  instance under the same generator;
+- deadline claims per second on the Redis sorted set (the Lua claim script), one claimer and
+  four concurrent claimers, one member per claim and 100 per claim.
+
+The generator and Redis share the 2 cores with the servers, so these are floors, not
+ceilings: see the text written to docs/performance.md (``## Redis``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import websockets
+import yaml
+
+from bench.report import machine, percentile, update_section
+from geo import DEMO_DIR
+
+ROOT = Path(__file__).resolve().parents[1]
+INTAKE = "t-bench-intake"
+CITY = "t-bench-city-op"
+HY = (121.2611, 28.6408)  # a plain township point in 黄岩区 of the demo data
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_redis(tmp: Path, fsync: str = "everysec") -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    d = tmp / f"redis-{port}"
+    d.mkdir()
+    proc = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--dir", str(d),
+         "--save", "", "--appendonly", "yes", "--appendfsync", fsync],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    import redis
+
+    r = redis.Redis(port=port)
+    for _ in range(200):
+        try:
+            r.ping()
+            break
+        except redis.ConnectionError:
+            time.sleep(0.02)
+    return proc, f"redis://127.0.0.1:{port}/0"
+
+
+def write_config(tmp: Path, store: str) -> Path:
+    cfg = {
+        "store": store,
+        "geo": {"regions": str(DEMO_DIR / "regions.geojson"),
+                "zones": str(DEMO_DIR / "zones.geojson"), "teams": str(DEMO_DIR / "teams.yaml")},
+        "auth": {"tokens": [{"token": INTAKE, "role": "intake"},
+                            {"token": CITY, "role": "operator", "region": "331000"}],
+                 "token_file": str(tmp / "tokens.yaml")},
+        "limits": {"rate_per_s": 1_000_000, "rate_burst": 1_000_000},
+    }
+    path = tmp / f"config-{abs(hash(store))}.yaml"
+    path.write_text(yaml.safe_dump(cfg, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+def start_instances(cfg: Path, n: int) -> list[tuple[subprocess.Popen[bytes], str]]:
+    out = []
+    for _ in range(n):
+        port = free_port()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "dispatch", "serve", "--config", str(cfg), "--port",
+             str(port)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True)
+        out.append((proc, f"http://127.0.0.1:{port}"))
+    return out
+
+
+async def wait_up(urls: list[str], timeout: float = 60) -> None:
+    end = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as s:
+        for url in urls:
+            while True:
+                if time.monotonic() > end:
+                    raise RuntimeError(f"{url} did not come up")
+                try:
+                    async with s.get(url + "/healthz") as r:
+                        if r.status == 200:
+                            break
+                except aiohttp.ClientError:
+                    pass
+                await asyncio.sleep(0.1)
+
+
+def stop(procs: list[Any]) -> None:
+    for p in procs:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGTERM) if hasattr(p, "pid") else None
+    for p in procs:
+        try:
+            p.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
+def body(i: int, tag: str) -> bytes:
+    return orjson.dumps({"location": {"lon": HY[0], "lat": HY[1]}, "category": "street_vending",
+                         "description": "bench", "source": "hotline",
+                         "external_id": f"{tag}-{i}"})
+
+
+async def push_latency(urls: list[str], n: int) -> list[float]:
+    """POST to urls[0], read event.created on a socket of urls[1] (ms)."""
+    ws_url = urls[1].replace("http://", "ws://") + "/ws"
+    out = []
+    hdr = {"Authorization": f"Bearer {INTAKE}", "Content-Type": "application/json"}
+    async with websockets.connect(ws_url, additional_headers={
+            "Authorization": f"Bearer {CITY}"}, max_size=None) as ws:
+        await ws.recv()
+        async with aiohttp.ClientSession() as s:
+            for i in range(n):
+                t0 = time.perf_counter()
+                async with s.post(urls[0] + "/api/v1/events", data=body(i, "lat"),
+                                  headers=hdr) as r:
+                    eid = (await r.json())["id"]
+                while True:
+                    m = orjson.loads(await asyncio.wait_for(ws.recv(), 10))
+                    if m.get("type") == "event.created" and m["event"]["id"] == eid:
+                        break
+                out.append((time.perf_counter() - t0) * 1000)
+    return out
+
+
+async def throughput(urls: list[str], seconds: float, concurrency: int = 64,
+                     tag: str = "tp") -> dict[str, Any]:
+    """Closed loop: ``concurrency`` POSTs in flight, spread over the instances."""
+    hdr = {"Authorization": f"Bearer {INTAKE}", "Content-Type": "application/json"}
+    counts: dict[int, int] = {}
+    lat: list[float] = []
+    stop_at = time.monotonic() + seconds
+    seq = iter(range(10**9))
+    conn = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=conn) as s:
+        async def worker(k: int) -> None:
+            url = urls[k % len(urls)] + "/api/v1/events"
+            while time.monotonic() < stop_at:
+                t0 = time.perf_counter()
+                try:
+                    async with s.post(url, data=body(next(seq), tag), headers=hdr) as r:
+                        await r.read()
+                        counts[r.status] = counts.get(r.status, 0) + 1
+                        if r.status == 201:
+                            lat.append((time.perf_counter() - t0) * 1000)
+                except aiohttp.ClientError:
+                    counts[0] = counts.get(0, 0) + 1
+        t0 = time.monotonic()
+        await asyncio.gather(*(worker(k) for k in range(concurrency)))
+        took = time.monotonic() - t0
+    return {"per_s": counts.get(201, 0) / took, "statuses": counts,
+            "p50": percentile(lat, 50), "p99": percentile(lat, 99)}
+
+
+async def claims(url: str, n: int) -> list[tuple[str, float]]:
+    """Deadline claims per second on the sorted set (the production claim script)."""
+    from dispatch.store.redis import RedisStore
+
+    rows = []
+    for claimers, per in ((1, 1), (4, 1), (1, 100), (4, 100)):
+        st = [RedisStore(url, tag=f"bench-claims-{claimers}-{per}") for _ in range(claimers)]
+        for s in st:
+            await s.open()
+        assert st[0].r is not None
+        now = time.time()
+        members = {f"E{i:07d}:respond:breach": now - 1 for i in range(n)}
+        for i in range(0, n, 10_000):
+            await st[0].r.zadd(st[0].keys.deadlines,
+                               dict(list(members.items())[i:i + 10_000]))
+        got = 0
+        t0 = time.perf_counter()
+
+        async def claimer(s: RedisStore, per: int = per) -> None:
+            nonlocal got
+            while True:
+                m, _ = await s.claim(now, limit=per)
+                if not m:
+                    return
+                got += len(m)
+        await asyncio.gather(*(claimer(s) for s in st))
+        took = time.perf_counter() - t0
+        assert got == n, (got, n)
+        rows.append((f"{claimers} claimer{'s' if claimers > 1 else ''}, {per} per claim",
+                     got / took))
+        for s in st:
+            await s.close()
+    return rows
+
+
+async def run(quick: bool) -> str:
+    tmp = Path(tempfile.mkdtemp(prefix="bench-redis-"))
+    secs = 3.0 if quick else 8.0
+    results: dict[str, Any] = {}
+    # embedded
+    cfg = write_config(tmp, str(tmp / "journal.db"))
+    inst = start_instances(cfg, 1)
+    try:
+        await wait_up([u for _, u in inst])
+        results["embedded"] = await throughput([u for _, u in inst], secs, tag="emb")
+    finally:
+        stop([p for p, _ in inst])
+    # redis
+    for fsync in ("everysec", "always"):
+        for n in ((1, 2, 3) if fsync == "everysec" else (1,)):
+            rproc, url = start_redis(tmp, fsync)
+            cfg = write_config(tmp, url)
+            inst = start_instances(cfg, n)
+            try:
+                urls = [u for _, u in inst]
+                await wait_up(urls)
+                if fsync == "everysec" and n == 2:
+                    results["push"] = await push_latency(urls, 60 if quick else 300)
+                results[f"{fsync}-{n}"] = await throughput(urls, secs, tag=f"r{n}")
+                if fsync == "everysec" and n == 1:
+                    results["claims"] = await claims(url, 20_000 if quick else 100_000)
+            finally:
+                stop([p for p, _ in inst])
+                rproc.terminate()
+                rproc.wait(timeout=10)
+    return render(results, quick)
+
+
+def render(r: dict[str, Any], quick: bool) -> str:
+    def row(name: str, key: str) -> str:
+        x = r[key]
+        bad = sum(v for k, v in x["statuses"].items() if k != 201)
+        return (f"| {name} | {x['per_s']:,.0f} | {x['p50']:.1f} | {x['p99']:.1f} | "
+                f"{bad} ({', '.join(f'{k}: {v}' for k, v in sorted(x['statuses'].items()) if k != 201) or '—'}) |")
+    push = r["push"]
+    lines = [
+        f"Measured {machine()}{' (--quick)' if quick else ''} with "
+        "`python -m bench.bench_redis`. One redis-server (AOF on), the instances and the "
+        "load generator all share the 2 cores.",
+        "",
+        f"**Cross-instance push** (POST to instance A → `event.created` on a socket of "
+        f"instance B, {len(push)} sequential events): p50 **{percentile(push, 50):.1f} ms**, "
+        f"p99 **{percentile(push, 99):.1f} ms**.",
+        "",
+        "**Committed intakes per second** (closed loop, 64 POSTs in flight spread over the "
+        "instances; a 201 is answered only after the journal write):",
+        "",
+        "| store | intakes/s | POST→201 p50 ms | p99 ms | not 201 |",
+        "|---|---|---|---|---|",
+        row("embedded SQLite (FULL), 1 instance", "embedded"),
+        row("Redis everysec, 1 instance", "everysec-1"),
+        row("Redis everysec, 2 instances", "everysec-2"),
+        row("Redis everysec, 3 instances", "everysec-3"),
+        row("Redis always, 1 instance", "always-1"),
+        "",
+        "**Deadline claims per second** (the Lua claim script on the sorted set, "
+        "all members due):",
+        "",
+        "| claimers | members claimed/s |",
+        "|---|---|",
+        *[f"| {name} | {v:,.0f} |" for name, v in r["claims"]],
+        "",
+        "Reading the numbers: on 2 cores, adding instances does not add throughput — the "
+        "cores are already shared by the instances, Redis and the generator, and every "
+        "intake on every instance goes through one compare-and-set on one journal head, so "
+        "instances that write at the same time refuse each other's appends and re-run after "
+        "a catch-up (503 only after 5 s of losing). Several instances buy availability "
+        "(kill -9 of one loses nothing, tested), not speed, on this machine. With more "
+        "cores each instance's Python work (routing, JSON, HTTP, ~0.3–0.5 ms per intake) runs "
+        "in parallel, but the journal stays one serial sequence: the ceiling is then the "
+        "commit rate of one head (one Lua call per group of records, tens of thousands of "
+        "records/s in Redis) divided by how often instances collide; a province that needs "
+        "more shards the journal by county (one hash tag, one head each; docs/redis.md).",
+    ]
+    return "\n".join(lines)
+
+
+async def main(quick: bool) -> None:
+    text = await run(quick)
+    print(text)
+    update_section(ROOT / "docs" / "performance.md", "Redis", text)
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    asyncio.run(main(ap.parse_args().quick))
