@@ -59,8 +59,15 @@ const queue = {
     renderPending();
   },
   add(event, action) {
-    const at = new Date().toISOString();
-    const item = { id: `${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`, event, action, at, tries: 0 };
+    // The time of the tap, on the server's clock when the page has seen it (a phone whose
+    // clock is off would otherwise record a wrong time, or one the server refuses as being
+    // in the future); the device's own reading is kept alongside.
+    const device = Date.now();
+    const at = new Date(device + (clock.samples.length ? clock.offset : 0)).toISOString();
+    const item = {
+      id: `${device.toString(36)}-${Math.random().toString(36).slice(2, 8)}`,
+      event, action, at, device_at: new Date(device).toISOString(), tries: 0,
+    };
     this.items.push(item);
     this.save();
     return item;

@@ -155,3 +155,25 @@ def test_a_new_assignment_arrives_live(server, open_page):
     server.act(ev["id"], "reassign", unit=other, note="就近改派")
     page.wait_for_selector("#next-step", timeout=3000)
     assert page.locator("#event-description").inner_text() == "改派到我"
+
+
+def test_a_phone_with_a_wrong_clock_records_the_real_time(server, open_page):
+    import datetime as dt
+
+    ev = assigned_event(server, description="手机时间不准")
+    tok = server.field_token(ev["unit"])
+    o = open_page("/field?", None, viewport=PHONE, has_touch=True, is_mobile=True)
+    page = o.page
+    page.clock.install(time=dt.datetime.now(dt.UTC) + dt.timedelta(minutes=10))
+    page.goto(server.url + f"/field?token={tok}")
+    field_ready(page)
+    o.context.set_offline(True)
+    page.wait_for_selector("#conn.conn-offline", timeout=5000)
+    before = time.time()
+    page.locator("#next-step").tap()
+    after = time.time()
+    o.context.set_offline(False)
+    wait_until(lambda: server.get(f"/api/v1/events/{ev['id']}")["status"] == "responded",
+               timeout=15, what="the queued tap to reach the server")
+    at = ts(server.get(f"/api/v1/events/{ev['id']}")["responded_at"])
+    assert before - 1.0 <= at <= after + 1.0, (before, at, after)
