@@ -20,7 +20,12 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from tests.web.conftest import (  # noqa: E402
-    CHROMIUM, CHROMIUM_ARGS, DESKTOP, PHONE, start_server, stop_server,
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    DESKTOP,
+    PHONE,
+    start_server,
+    stop_server,
 )
 
 BEIYANG = (121.08, 28.585)
@@ -91,7 +96,8 @@ def seed(srv, n: int = 60, span_s: float = 100.0) -> dict:
                 ids[i] = ev
                 if ev.get("unit"):
                     srv.call("PUT", f"/api/v1/units/{ev['unit']}/position", "admin", {
-                        "lon": lon + rng.uniform(-0.02, 0.02), "lat": lat + rng.uniform(-0.015, 0.015)})
+                        "lon": lon + rng.uniform(-0.02, 0.02),
+                        "lat": lat + rng.uniform(-0.015, 0.015)})
         elif i in ids:
             body = {"note": "已处置"} if what == "resolve" else {}
             srv.call("POST", f"/api/v1/events/{ids[i]['id']}/{what}", "admin", body)
@@ -136,7 +142,8 @@ def shoot(out: Path) -> None:
                 page = c.new_page()
                 page.goto(f"{srv.url}/ops?token={srv.token('city')}")
                 page.wait_for_selector("#conn.conn-online", timeout=20000)
-                page.wait_for_function("window.__ops && window.__ops.regionIds().length > 0", timeout=20000)
+                page.wait_for_function("window.__ops && window.__ops.regionIds().length > 0",
+                                       timeout=20000)
                 page.wait_for_timeout(1500)
                 save(page, f"ops-{tag}")
                 if tag == "desktop":
@@ -144,15 +151,18 @@ def shoot(out: Path) -> None:
                     page.wait_for_selector("#detail-view .timeline li", timeout=5000)
                     page.wait_for_timeout(800)
                     # Close in on the event (fewer grid cells: a smaller picture), no notices.
-                    page.evaluate("(() => { const m = window.__ops.map(); m.setZoom(Math.max(m.getZoom(), 15)); })()")
+                    page.evaluate("(() => { const m = window.__ops.map();"
+                                  " m.setZoom(Math.max(m.getZoom(), 15)); })()")
                     page.wait_for_timeout(1200)
-                    page.evaluate("document.getElementById('toasts') && document.getElementById('toasts').remove()")
+                    page.evaluate("document.getElementById('toasts') &&"
+                                  " document.getElementById('toasts').remove()")
                     save(page, "ops-detail-desktop")
                 c.close()
 
                 c = ctx(vp, geolocation={"longitude": fe["location"]["lon"] - 0.012,
                                          "latitude": fe["location"]["lat"] - 0.008},
-                        permissions=["geolocation"], has_touch=tag == "phone", is_mobile=tag == "phone")
+                        permissions=["geolocation"], has_touch=tag == "phone",
+                        is_mobile=tag == "phone")
                 page = c.new_page()
                 page.goto(f"{srv.url}/field?token={field_tok}")
                 page.wait_for_selector("#next-step", timeout=20000)

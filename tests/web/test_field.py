@@ -78,7 +78,8 @@ def test_offline_taps_queue_and_replay_with_their_times(server, open_page):
                timeout=15, what="the queued taps to reach the server")
     page.wait_for_selector("#pending-bar.hidden", state="attached", timeout=5000)
     full = server.get(f"/api/v1/events/{ev['id']}")
-    got = {x["action"]: x["at"] for x in full["timeline"] if x["action"] in ("responded", "departed")}
+    got = {x["action"]: x["at"] for x in full["timeline"]
+           if x["action"] in ("responded", "departed")}
     assert set(got) == {"responded", "departed"}, full["timeline"]
     assert abs(ts(got["responded"]) - ts(queued[0]["at"])) < 0.002
     assert abs(ts(got["departed"]) - ts(queued[1]["at"])) < 0.002
@@ -137,7 +138,7 @@ def test_position_is_shared_and_throttled(server, open_page):
         time.sleep(0.4)
     time.sleep(1.0)
     assert puts, "no position was sent"
-    gaps = [b - a for a, b in zip(puts, puts[1:])]
+    gaps = [b - a for a, b in zip(puts, puts[1:], strict=False)]
     assert all(g >= 9.5 for g in gaps), gaps
     assert "位置共享中" in page.locator("#position-status").inner_text()
 

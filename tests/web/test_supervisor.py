@@ -124,7 +124,8 @@ def test_choosing_a_county_narrows_the_figures(server, open_page, history):
     page = open_page("/supervisor", "supervisor").page
     page.wait_for_selector("#stats-table tbody tr", timeout=10000)
     with page.expect_response(lambda r: "/stats/response-times" in r.url
-                              and "region=331003" in r.url and "group_by=township" in r.url) as resp:
+                              and "region=331003" in r.url
+                              and "group_by=township" in r.url) as resp:
         page.select_option("#region", "331003")
     groups = resp.value.json()["groups"]
     page.wait_for_function(

@@ -46,7 +46,9 @@ def test_gcj02_tiles_shift_markers_and_escape_the_attribution(server, open_page)
     ll = page.evaluate(f"""(() => {{
         const m = window.__ops.map();
         let found = null;
-        m.eachLayer(l => {{ if (l.options && l.options.evId === '{ev["id"]}') found = l.getLatLng(); }});
+        m.eachLayer(l => {{
+          if (l.options && l.options.evId === '{ev["id"]}') found = l.getLatLng();
+        }});
         return found;
     }})()""")
     gx, gy = wgs84_to_gcj02(*BEIYANG)
