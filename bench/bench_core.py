@@ -14,7 +14,6 @@ import heapq
 import os
 import platform
 import random
-import re
 import sqlite3
 import tempfile
 import time
@@ -23,6 +22,8 @@ from collections.abc import Container
 from pathlib import Path
 from typing import Any
 
+from bench import report
+from bench.report import cpu_model
 from dispatch.core.deadlines import DeadlineBook
 from dispatch.core.engine import Engine
 from dispatch.core.policy import Category, Policy, TimerWindows
@@ -283,15 +284,7 @@ async def bench_recovery(path: str, n: int) -> dict[str, float]:
 
 # -- report ---------------------------------------------------------------------------------
 def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (f"{os.cpu_count()} cores, {cpu}, Python {platform.python_version()}, "
+    return (f"{os.cpu_count()} cores, {cpu_model()}, Python {platform.python_version()}, "
             f"SQLite {sqlite3.sqlite_version}, {platform.system()} {platform.release()}")
 
 
@@ -358,13 +351,7 @@ def render(r: dict[str, Any], quick: bool) -> str:
 
 
 def write_section(text: str) -> None:
-    old = DOC.read_text() if DOC.exists() else "# Performance\n\n"
-    pattern = re.compile(rf"^{re.escape(HEADING)}\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(old):
-        new = pattern.sub(lambda _: text + "\n", old, count=1)
-    else:
-        new = old.rstrip("\n") + "\n\n" + text + "\n"
-    DOC.write_text(new.rstrip("\n") + "\n")
+    report.write_section(DOC, text)
 
 
 def main() -> None:

@@ -14,7 +14,6 @@ import datetime as dt
 import gc
 import os
 import platform
-import re
 import statistics
 import time
 from pathlib import Path
@@ -22,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import shapely
 
+from bench import report
 from geo import DEMO_DIR
 from geo.areas import areas_m2
 from geo.loader import load_dataset
@@ -263,13 +263,7 @@ def render(rows: list[tuple[str, str, str]], quick: bool) -> str:
 
 
 def write_section(text: str) -> None:
-    old = DOC.read_text(encoding="utf-8") if DOC.exists() else "# Performance\n"
-    pat = re.compile(r"^## Geography\n.*?(?=^## |\Z)", re.S | re.M)
-    if pat.search(old):
-        new = pat.sub(lambda _m: text + "\n", old)
-    else:
-        new = old.rstrip("\n") + "\n\n" + text
-    DOC.write_text(new, encoding="utf-8")
+    report.write_section(DOC, text)
 
 
 def main(argv: list[str] | None = None) -> int:

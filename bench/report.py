@@ -9,17 +9,20 @@ import re
 from pathlib import Path
 
 
-def machine() -> str:
-    """Cores, CPU model, Python version and the date, for every figure we record."""
-    cpu = "unknown CPU"
+def cpu_model() -> str:
+    """The CPU model from /proc/cpuinfo."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return (f"on {os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, "
+    return platform.processor() or "unknown CPU"
+
+
+def machine() -> str:
+    """Cores, CPU model, Python version and the date, for every figure we record."""
+    return (f"on {os.cpu_count()} cores ({cpu_model()}), Python {platform.python_version()}, "
             f"{dt.date.today().isoformat()}")
 
 
@@ -29,6 +32,12 @@ def percentile(xs: list[float], p: float) -> float | None:
         return None
     s = sorted(xs)
     return s[min(len(s) - 1, max(0, int(round(p / 100 * len(s) + 0.5)) - 1))]
+
+
+def write_section(doc: Path, text: str) -> None:
+    """``text`` starts with its ``## Title`` line: replace that section of ``doc``."""
+    title, _, body = text.strip("\n").partition("\n")
+    update_section(doc, title.removeprefix("## "), body)
 
 
 def update_section(doc: Path, title: str, body: str) -> None:
