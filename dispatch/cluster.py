@@ -76,6 +76,9 @@ class Cluster:
         self.tasks.append(asyncio.create_task(self._positions(), name="positions"))
 
     async def stop(self) -> None:
+        log.info("stopping: %d commands re-run after a conflict, %d deadlines claimed, "
+                 "%d appends written by this instance", self.conflicts, self.claimed,
+                 self.store.commits)
         for t in [*self.tasks, self.resync_task]:
             if t is not None:
                 t.cancel()
