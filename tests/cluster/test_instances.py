@@ -82,10 +82,20 @@ async def test_cross_instance_push_and_resume_anywhere(cluster_factory, session)
     ws2 = await websockets.connect(f"{a.ws_url}?since={snap['seq']}",
                                    additional_headers=auth("city"))
     got = [orjson.loads(await asyncio.wait_for(ws2.recv(), 5)) for _ in range(21)]
+    got = [m for m in got if m["type"] != "unit.updated"]
     assert [m["event"]["id"] for m in got[:20]] == ids
     assert got[20]["type"] == "event.updated" and got[20]["event"]["status"] == "responded"
     seqs = [m["seq"] for m in got]
     assert seqs == sorted(seqs) and len(set(seqs)) == 21
+
+    # the same Idempotency-Key on both instances at once: one event (contract §3)
+    async def keyed(inst):
+        async with session.post(inst.url + "/api/v1/events",
+                                headers={**auth("intake"), "Idempotency-Key": "k-both"},
+                                json=intake_body(*HY)) as r:
+            return r.status, (await r.json())["id"]
+    (s1, id1), (s2, id2) = await asyncio.gather(keyed(a), keyed(b))
+    assert id1 == id2 and sorted([s1, s2]) == [200, 201]
 
     # a position reported on A reaches B's sockets and B's nearest-unit search
     async with session.put(f"{a.url}/api/v1/units/{upd['event']['unit']}/position",

@@ -112,3 +112,31 @@ async def test_reply_lost_after_the_write_counts_as_written(pair):
     with pytest.raises(ConflictError):
         await a.append([rec(1, x=1)])  # other content: truly a conflict
     assert (await a.read()) == first
+
+
+async def test_an_instance_rebuilds_when_redis_comes_back_with_less(redis_server, tmp_path):
+    """Redis restarted without its data (no persistence): the journal is the truth."""
+    from tests.server.conftest import intake_body, start_server
+
+    srv = await start_server(tmp_path, store=redis_server.url)
+    try:
+        for i in range(3):
+            status, ev = await srv.call("POST", "/api/v1/events", who="intake",
+                                        json=intake_body(121.2611, 28.6408, external_id=str(i)))
+            assert status == 201
+        redis_server.stop(kill=True)
+        status, body = await srv.call("POST", "/api/v1/events", who="intake",
+                                      json=intake_body(121.2611, 28.6408, external_id="x"))
+        assert status == 503 and body["error"]["code"] == "store_unavailable"
+        redis_server.start()  # empty: persistence was off
+        for _ in range(100):
+            status, ev = await srv.call("POST", "/api/v1/events", who="intake",
+                                        json=intake_body(121.2611, 28.6408, external_id="y"))
+            if status == 201:
+                break
+            await asyncio.sleep(0.1)
+        assert status == 201 and ev["id"] == "E0000001"
+        assert srv.state.runtime.engine.last_seq == 1
+    finally:
+        await srv.session.close()
+        await srv.runner.cleanup()
