@@ -20,6 +20,7 @@ const S = {
   groups: [],
   days: [],
   breaches: [],
+  events: [],
   groupBy: 'township',
   charts: {},
 };
@@ -141,14 +142,16 @@ async function query() {
   const q = params();
   document.body.classList.add('busy');
   try {
-    const [groups, days, breaches] = await Promise.all([
+    const [groups, days, breaches, events] = await Promise.all([
       api('stats/response-times', { query: { ...q, group_by: S.groupBy } }),
       S.groupBy === 'day' ? null : api('stats/response-times', { query: { ...q, group_by: 'day' } }),
-      breachList(q),
+      eventList({ ...q, breached: 'true' }),
+      eventList(q),
     ]);
     S.groups = groups.groups || [];
     S.days = days ? days.groups || [] : S.groups;
     S.breaches = breaches;
+    S.events = events;
     renderAll();
   } catch (e) {
     toast(t('error.generic', { msg: e.message }), 'error', 8000);
@@ -157,11 +160,11 @@ async function query() {
   }
 }
 
-async function breachList(q) {
+async function eventList(q) {
   const out = [];
   let cursor = null;
   for (let page = 0; page < 10; page++) {
-    const res = await api('events', { query: { ...q, breached: 'true', limit: 500, cursor } });
+    const res = await api('events', { query: { ...q, limit: 1000, cursor } });
     out.push(...(res.events || []));
     cursor = res.next;
     if (!cursor) break;
@@ -315,7 +318,7 @@ const COLORS = { respond: '#2f80ed', depart: '#f2a40c', arrive: '#22a559' };
 
 function initCharts() {
   if (typeof echarts === 'undefined') return;
-  for (const id of ['within', 'respond', 'depart', 'arrive', 'trend']) {
+  for (const id of ['within', 'respond', 'depart', 'arrive', 'dist', 'trend']) {
     S.charts[id] = echarts.init(document.getElementById(`chart-${id}`), 'dark', { renderer: 'canvas' });
   }
   window.addEventListener('resize', () => { for (const c of Object.values(S.charts)) c.resize(); });
@@ -361,6 +364,7 @@ function renderCharts() {
       ],
     }, true);
   }
+  renderDistribution();
   const days = S.days.map((g) => String(g.key));
   S.charts.trend.setOption({
     ...base(),
@@ -376,6 +380,49 @@ function renderCharts() {
         data: S.days.map((g) => (g[s] ? g[s].within_pct : null)),
       })),
     ],
+  }, true);
+}
+
+// How long each done stage took, as a share of its own time limit (dispatch → deadline):
+// one scale for the 1-, 3- and 15-minute stages; bars right of 100% were late.
+const BINS = [10, 20, 30, 40, 50, 60, 70, 80, 90, 100, 150, 200, Infinity];
+const DONE_AT = { respond: 'responded_at', depart: 'departed_at', arrive: 'arrived_at' };
+
+function distribution() {
+  const counts = Object.fromEntries(STAGES.map((s) => [s, BINS.map(() => 0)]));
+  for (const e of S.events) {
+    const start = Date.parse(e.dispatched_at);
+    if (!Number.isFinite(start) || e.status === 'cancelled') continue;
+    for (const s of STAGES) {
+      const done = Date.parse(e[DONE_AT[s]]);
+      const due = Date.parse(e.deadlines && e.deadlines[s]);
+      if (!Number.isFinite(done) || !Number.isFinite(due) || due <= start) continue;
+      const pctOf = (100 * (done - start)) / (due - start);
+      counts[s][BINS.findIndex((b) => pctOf <= b)] += 1;
+    }
+  }
+  return counts;
+}
+
+function renderDistribution() {
+  const counts = distribution();
+  let lo = 0;
+  const labels = BINS.map((b) => {
+    const l = b === Infinity ? `>${lo}%` : `${lo}–${b}%`;
+    lo = b;
+    return l;
+  });
+  S.charts.dist.setOption({
+    ...base(),
+    xAxis: { type: 'category', data: labels, axisLabel: { fontSize: 11 } },
+    yAxis: { type: 'value', name: t('sup.dist.count'), minInterval: 1 },
+    series: STAGES.map((s, i) => ({
+      name: t(`stage.${s}.long`), type: 'bar', itemStyle: { color: COLORS[s] }, data: counts[s],
+      markArea: i ? undefined : {
+        silent: true, itemStyle: { color: 'rgba(229, 56, 59, 0.12)' },
+        data: [[{ xAxis: labels[10] }, { xAxis: labels[12] }]],
+      },
+    })),
   }, true);
 }
 

@@ -66,7 +66,7 @@ def test_figures_are_those_of_the_api(server, open_page, history):
     direct = server.get(resp.value.url.replace(server.url, ""), "supervisor")["groups"]
     assert [(g["key"], g["count"]) for g in direct] == [(g["key"], g["count"]) for g in groups]
     # Charts were drawn (ECharts renders to canvas).
-    for cid in ("within", "respond", "depart", "arrive", "trend"):
+    for cid in ("within", "respond", "depart", "arrive", "dist", "trend"):
         assert page.locator(f"#chart-{cid} canvas").count() >= 1
 
 
