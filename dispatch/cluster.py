@@ -110,7 +110,10 @@ class Cluster:
                 if caught_up:
                     raise
                 caught_up = True  # created on another instance a moment ago?
-                await self.catch_up()
+                try:
+                    await asyncio.wait_for(self.catch_up(), RESYNC_WAIT_S)
+                except asyncio.TimeoutError:
+                    raise StoreUnavailableError("the journal is catching up; retry") from None
                 continue
             if not out.records:
                 return out
@@ -293,7 +296,8 @@ class Cluster:
         if not members and overdue_s <= 2 * self.store.lease_s:
             return Outcome(None, [])
         self.claimed += len(members)
-        await self.catch_up()
+        if self.inflight == 0 and self.resync_task is None:
+            await self.catch_up()  # else a stale engine's append conflicts and catches up
         out = await self.run(lambda t: self.rt.engine.fire_due(t))
         for rec in out.records:
             self.rt.fired_total[rec.action] = self.rt.fired_total.get(rec.action, 0) + 1
@@ -303,7 +307,7 @@ class Cluster:
             try:
                 live = live_deadlines(self.rt.engine.get(eid))
             except NotFoundError:
-                live = []
+                continue  # not here yet: keep the lease, it is claimed again when it ends
             if not any(name == f"{stage}:{kind}" for name, _ in live):
                 stale.append(m)
         with contextlib.suppress(Exception):

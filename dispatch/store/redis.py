@@ -30,6 +30,7 @@ import contextlib
 import logging
 import os
 import socket
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -155,7 +156,7 @@ class RedisStore:
         self.connect_timeout = connect_timeout
         self.instance = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self.r: aioredis.Redis | None = None
-        self._queue: list[_Item] = []
+        self._queue: deque[_Item] = deque()
         self._kick = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
         self._head: tuple[int, str] | None = None  # what we believe; None: ask Redis
@@ -295,7 +296,7 @@ class RedisStore:
                 continue
             batch, n = [], 0
             while self._queue and n < self.batch_max:
-                item = self._queue.pop(0)
+                item = self._queue.popleft()
                 batch.append(item)
                 n += len(item.records)
             self._busy = True
@@ -377,8 +378,8 @@ class RedisStore:
     def _fail(self, items: list[_Item], exc: BaseException, hook: bool = True) -> None:
         """Fail ``items`` (and, in strict mode, all queued) then tell the runtime."""
         if self._hook is not None:
-            items = items + self._queue
-            self._queue = []
+            items = items + list(self._queue)
+            self._queue.clear()
         first = min((it.records[0].seq for it in items if it.records), default=None)
         for item in items:
             if not item.fut.done():
