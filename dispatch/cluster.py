@@ -112,7 +112,7 @@ class Cluster:
                 caught_up = True  # created on another instance a moment ago?
                 try:
                     await asyncio.wait_for(self.catch_up(), RESYNC_WAIT_S)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     raise StoreUnavailableError("the journal is catching up; retry") from None
                 continue
             if not out.records:

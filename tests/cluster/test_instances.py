@@ -43,6 +43,17 @@ async def all_ids(session: aiohttp.ClientSession, url: str) -> set[str]:
             return out
 
 
+async def has_all(session: aiohttp.ClientSession, url: str, ids, timeout: float = 5.0) -> bool:
+    """Every id listed by the instance at ``url`` (its follower may be a moment behind)."""
+    end = time.monotonic() + timeout
+    while True:
+        missing = set(ids) - await all_ids(session, url)
+        if not missing or time.monotonic() > end:
+            assert not missing, sorted(missing)[:10]
+            return True
+        await asyncio.sleep(0.1)
+
+
 def stage_counts(records) -> Counter:
     return Counter((r.event_id, r.action, (r.extra or {}).get("stage")) for r in records
                    if r.action in ("warned", "breached", "escalated"))
@@ -116,7 +127,14 @@ async def test_three_instances_escalate_exactly_once(cluster_factory, session):
     for k, inst in enumerate(insts):
         ids += await post_events(inst.url, 12, f"race-{k}", pause_s=0.005)
     assert len(ids) == 36
-    await asyncio.sleep(2.5)
+    end = time.monotonic() + 12
+    while True:
+        await asyncio.sleep(0.5)
+        recs = await journal(c.redis.url)
+        counts = stage_counts(recs)
+        if all(counts[(e, "escalated", "depart")] for e in ids) or time.monotonic() > end:
+            break
+    await asyncio.sleep(0.5)  # a double firing, if there were one, would land now
     recs = await journal(c.redis.url)
     assert verify_chain(recs) is None
     counts = stage_counts(recs)
@@ -126,15 +144,18 @@ async def test_three_instances_escalate_exactly_once(cluster_factory, session):
                 assert counts[(eid, action, stage)] == 1, (eid, action, stage, counts)
     assert max(counts.values()) == 1
     late = [r.received_at - r.at for r in recs if r.action == "breached"]
-    assert max(late) < 1.0, max(late)  # claimed and fired promptly
+    assert max(late) < 2.0, max(late)  # claimed and fired promptly (ms when the box is idle)
     # every instance holds the same state
-    states = []
+    last = [r for r in recs if r.event_id == ids[0]][-1]
     for inst in insts:
-        async with session.get(f"{inst.url}/api/v1/events/{ids[0]}",
-                               headers=auth("city")) as r:
-            states.append(await r.json())
-    assert all(s["version"] == states[0]["version"] for s in states)
-    assert states[0]["tier"] == "city"
+        for _ in range(50):
+            async with session.get(f"{inst.url}/api/v1/events/{ids[0]}",
+                                   headers=auth("city")) as r:
+                state = await r.json()
+            if state["version"] == last.version:
+                break
+            await asyncio.sleep(0.1)
+        assert state["version"] == last.version and state["tier"] == "city"
 
 
 async def test_kill_9_of_one_instance_under_load(cluster_factory, session):
@@ -148,9 +169,14 @@ async def test_kill_9_of_one_instance_under_load(cluster_factory, session):
     a.kill9()
     answered = await load_a + await load_b
     assert answered
-    assert set(answered) <= await all_ids(session, third.url)
-    await asyncio.sleep(4.0)  # the respond and depart deadlines of every event pass
-    recs = await journal(c.redis.url)
+    assert await has_all(session, third.url, answered)
+    end = time.monotonic() + 15  # the respond and depart deadlines of every event pass
+    while True:
+        await asyncio.sleep(0.5)
+        recs = await journal(c.redis.url)
+        counts = stage_counts(recs)
+        if all(counts[(e, "escalated", "depart")] for e in answered) or time.monotonic() > end:
+            break
     assert verify_chain(recs) is None
     assert set(answered) <= {r.event_id for r in recs if r.action == "created"}
     counts = stage_counts(recs)
@@ -197,6 +223,5 @@ async def test_redis_stopped_and_restarted_under_load(cluster_factory, session):
     assert verify_chain(recs) is None
     created = {r.event_id for r in recs if r.action == "created"}
     assert set(answered) | {ok_after} <= created
-    await asyncio.sleep(0.3)
-    assert set(answered) <= await all_ids(session, a.url)
-    assert set(answered) <= await all_ids(session, b.url)
+    assert await has_all(session, a.url, answered)
+    assert await has_all(session, b.url, answered)
