@@ -111,6 +111,7 @@ class Simulator:
         self.places: Places | None = None
         self.units: dict[str, dict[str, Any]] = {}
         self.playing: set[str] = set()
+        self.mix = MIX  # narrowed to the server's own categories on start
         self.tasks: set[asyncio.Task[None]] = set()
         self.created = 0
         self.rejected = 0
@@ -142,6 +143,8 @@ class Simulator:
             counties = await self._get("/api/v1/regions?level=county")
             self.places = Places(zones, towns, counties)
             self.units = {u["id"]: u for u in (await self._get("/api/v1/units"))["units"]}
+            known = {c["id"] for c in (await self._get("/api/v1/categories"))["categories"]}
+            self.mix = [m for m in MIX if m[0] in known] or [(sorted(known)[0], 1, "anywhere")]
             feed = asyncio.create_task(self._feed())
             try:
                 await asyncio.wait_for(self._intake(), timeout=duration_s)
@@ -156,9 +159,9 @@ class Simulator:
 
     async def _intake(self) -> None:
         assert self.places is not None
-        cats = [m[0] for m in MIX]
-        weights = [m[1] for m in MIX]
-        where = {m[0]: m[2] for m in MIX}
+        cats = [m[0] for m in self.mix]
+        weights = [m[1] for m in self.mix]
+        where = {m[0]: m[2] for m in self.mix}
         while True:
             await self._sleep(self.rng.expovariate(self.rate_per_min / 60.0))
             cat = self.rng.choices(cats, weights)[0]
