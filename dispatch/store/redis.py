@@ -102,6 +102,16 @@ end
 return n
 """
 
+# KEYS: snapshot. ARGV: seq, blob. Several instances save on stop: keep the newest.
+SNAPSHOT_LUA = """
+local cur = tonumber(redis.call('HGET', KEYS[1], 'seq') or '-1')
+if tonumber(ARGV[1]) >= cur then
+  redis.call('HSET', KEYS[1], 'seq', ARGV[1], 'blob', ARGV[2])
+  return 1
+end
+return 0
+"""
+
 FailureHook = Callable[[int, BaseException], None]
 
 
@@ -181,6 +191,7 @@ class RedisStore:
         self._append = self.r.register_script(APPEND_LUA)
         self._claim = self.r.register_script(CLAIM_LUA)
         self._release = self.r.register_script(RELEASE_LUA)
+        self._snapshot = self.r.register_script(SNAPSHOT_LUA)
         await self.r.ping()
         self._head = await self._read_head()
         self._flusher = asyncio.create_task(self._run(), name="redis-flusher")
@@ -237,8 +248,9 @@ class RedisStore:
         return (await self._read_head())[0]
 
     async def save_snapshot(self, seq: int, blob: bytes) -> None:
+        """Keep the snapshot unless a newer one (higher seq) is already there."""
         assert self.r is not None, "the store is not open"
-        await self.r.hset(self.keys.snapshot, mapping={"seq": seq, "blob": bytes(blob)})
+        await self._snapshot(keys=[self.keys.snapshot], args=[seq, bytes(blob)])
 
     async def load_snapshot(self) -> tuple[int, bytes] | None:
         assert self.r is not None, "the store is not open"
