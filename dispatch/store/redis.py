@@ -127,7 +127,7 @@ def split_url(url: str) -> tuple[str, dict[str, str]]:
     parts = urlsplit(url)
     ours, theirs = {}, []
     for k, v in parse_qsl(parts.query):
-        if k in ("tag", "lease_s", "batch_max"):
+        if k in ("tag", "lease_s", "batch_max", "open_wait_s"):
             ours[k] = v
         else:
             theirs.append((k, v))
@@ -157,12 +157,14 @@ class RedisStore:
 
     def __init__(self, url: str, tag: str | None = None, lease_s: float | None = None,
                  batch_max: int | None = None, socket_timeout: float = 3.0,
-                 connect_timeout: float = 1.0) -> None:
+                 connect_timeout: float = 1.0, open_wait_s: float | None = None) -> None:
         self.url, opts = split_url(url)
         self.keys = Keys(tag or opts.get("tag") or DEFAULT_TAG)
         self.lease_s = float(lease_s if lease_s is not None else opts.get("lease_s", 5.0))
         self.batch_max = int(batch_max if batch_max is not None else opts.get("batch_max", 512))
         self.socket_timeout = socket_timeout
+        self.open_wait_s = float(open_wait_s if open_wait_s is not None
+                                 else opts.get("open_wait_s", 30.0))
         self.connect_timeout = connect_timeout
         self.instance = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self.r: aioredis.Redis | None = None
@@ -192,9 +194,25 @@ class RedisStore:
         self._claim = self.r.register_script(CLAIM_LUA)
         self._release = self.r.register_script(RELEASE_LUA)
         self._snapshot = self.r.register_script(SNAPSHOT_LUA)
-        await self.r.ping()
+        await self._wait_for_redis()
         self._head = await self._read_head()
         self._flusher = asyncio.create_task(self._run(), name="redis-flusher")
+
+    async def _wait_for_redis(self) -> None:
+        """Start-up before Redis is up (or while it restarts): wait, saying so, then fail."""
+        assert self.r is not None
+        end = asyncio.get_running_loop().time() + self.open_wait_s
+        while True:
+            try:
+                await self.r.ping()
+                return
+            except (aioredis.ConnectionError, aioredis.TimeoutError, OSError) as exc:
+                if asyncio.get_running_loop().time() > end:
+                    raise ConnectionError(
+                        f"Redis at {self.url} is unreachable ({exc}); start it or fix the "
+                        "store URL") from exc
+                log.warning("waiting for Redis at %s: %s", self.url, exc)
+                await asyncio.sleep(1.0)
 
     async def close(self) -> None:
         """Send everything queued, stop the flusher, disconnect."""
