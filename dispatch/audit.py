@@ -7,6 +7,7 @@ same transaction as the records) catches a removed tail. The first bad record is
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import sqlite3
@@ -28,6 +29,17 @@ def verify_journal(store_or_path: Any) -> Result:
     if hasattr(store_or_path, "path") and not hasattr(store_or_path, "records"):
         return _verify_sqlite(os.fspath(store_or_path.path))
     return _verify_records(list(getattr(store_or_path, "records", store_or_path)))
+
+
+async def _verify_url(url: str) -> Result:
+    from dispatch.store import open_store
+
+    store = open_store(url)
+    await store.open()
+    try:
+        return await verify_store(store)
+    finally:
+        await store.close()
 
 
 async def verify_store(store: Any) -> Result:
@@ -99,8 +111,14 @@ def _scan(path: str) -> Result:
 
 
 def verify_main(db_path: str) -> int:
-    """Print OK or the first bad record; exit status 0 when intact, 1 otherwise."""
-    ok, message, _ = verify_journal(db_path)
+    """Print OK or the first bad record; exit status 0 when intact, 1 otherwise.
+
+    ``db_path`` is a SQLite journal file, or a ``redis://`` URL (the shared journal).
+    """
+    if db_path.startswith(("redis://", "rediss://", "unix://")):
+        ok, message, _ = asyncio.run(_verify_url(db_path))
+    else:
+        ok, message, _ = verify_journal(db_path)
     print(message if ok else f"TAMPERED: {message}")
     return 0 if ok else 1
 
