@@ -147,9 +147,7 @@ class Simulator:
             self.mix = [m for m in MIX if m[0] in known] or [(sorted(known)[0], 1, "anywhere")]
             feed = asyncio.create_task(self._feed())
             try:
-                await asyncio.wait_for(self._intake(), timeout=duration_s)
-            except TimeoutError:
-                pass
+                await self._intake(duration_s)
             finally:
                 feed.cancel()
                 for t in list(self.tasks):
@@ -157,13 +155,24 @@ class Simulator:
                 with contextlib.suppress(asyncio.CancelledError):
                     await feed
 
-    async def _intake(self) -> None:
+    async def _intake(self, duration_s: float | None) -> None:
+        """Post events until ``duration_s`` has passed (forever if None).
+
+        The run ends between two requests, never in the middle of one: an
+        intake the server has answered is always counted.
+        """
         assert self.places is not None
+        loop = asyncio.get_running_loop()
+        end = None if duration_s is None else loop.time() + duration_s
         cats = [m[0] for m in self.mix]
         weights = [m[1] for m in self.mix]
         where = {m[0]: m[2] for m in self.mix}
         while True:
-            await self._sleep(self.rng.expovariate(self.rate_per_min / 60.0))
+            gap = self.rng.expovariate(self.rate_per_min / 60.0) * self.time_scale
+            if end is not None and loop.time() + gap >= end:
+                await asyncio.sleep(max(0.0, end - loop.time()))
+                return
+            await asyncio.sleep(gap)
             cat = self.rng.choices(cats, weights)[0]
             lon, lat = self.places.sample(where[cat], self.rng)
             body = {"location": {"lon": lon, "lat": lat, "crs": "wgs84"}, "category": cat,
