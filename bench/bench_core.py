@@ -294,7 +294,8 @@ def render(r: dict[str, Any], quick: bool) -> str:
         HEADING, "",
         f"Measured {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC on {machine()}"
         f"{' (quick run: smaller sizes)' if quick else ''}.",
-        "Re-run with `.venv/bin/python -m bench.bench_core` (it rewrites this section). The "
+        "Re-run with `.venv/bin/python -m bench` (everything) or `-m bench.bench_core` (this "
+        "section alone). The "
         "machine is shared with other work: repeated runs vary by up to ±40 %, the "
         "throughput figures most.", "",
         "| what | figure | target / baseline |", "| --- | --- | --- |",
@@ -350,8 +351,68 @@ def render(r: dict[str, Any], quick: bool) -> str:
     return "\n".join(lines)
 
 
-def write_section(text: str) -> None:
-    report.write_section(DOC, text)
+def collect(quick: bool, step: report.Step = report.no_step) -> dict[str, Any]:
+    """Every measurement of this module (smaller sizes when ``quick``)."""
+    big = 10_000 if quick else 100_000
+    r: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_DIR")) as tmp:
+        step(f"core: {big:,} intakes and actions")
+        r["core"] = bench_core(big, 4 * big if not quick else big)
+        step("core: memory per open event")
+        r["memory"] = bench_book_memory(big)
+        r["book_ops"] = bench_book_ops(big)
+        step("core: firing lateness")
+        r["lateness_open"] = big
+        r["lateness"] = asyncio.run(bench_lateness(big, 1000 if quick else 5000,
+                                                   f"{tmp}/late.db"))
+        step("core: SQLite group commit")
+        r["baseline_per_s"] = bench_sqlite_baseline(f"{tmp}/base.db", 300 if quick else 2000)
+        n = 2000 if quick else 30_000
+        runs = [(256, "FULL", False), (256, "FULL", True), (256, "NORMAL", True),
+                (1, "FULL", True)]
+        if quick:
+            runs = runs[1:2] + runs[3:]
+        r["store"] = [asyncio.run(bench_store(f"{tmp}/s{i}.db", n if c > 1 else n // 10, c,
+                                              sync, gc_tuned=tuned))
+                      for i, (c, sync, tuned) in enumerate(runs)]
+        step("core: restart from the journal")
+        r["recovery"] = asyncio.run(bench_recovery(f"{tmp}/rec.db", big))
+    return r
+
+
+def headlines(r: dict[str, Any]) -> list[report.Headline]:
+    """The summary rows of this module."""
+    m, o, lt, rc = r["memory"], r["book_ops"], r["lateness"], r["recovery"]
+    grouped = max((s for s in r["store"] if s["concurrency"] > 1 and s["sync"] == "FULL"),
+                  key=lambda s: s["intakes_per_s"])
+    per_100k = m["engine_bytes_per_event"] * 100_000 / 2**20
+    return [
+        report.Headline("core: intakes applied in process", f"{r['core']['creates_per_s']:,.0f}/s"),
+        report.Headline("deadline book: set + fire, per entry",
+                        f"{o['book_ns_per_entry']:,.0f} ns",
+                        f"bare heapq push+pop {o['heapq_ns_per_entry']:,.0f} ns",
+                        o["book_ns_per_entry"] / o["heapq_ns_per_entry"]),
+        report.Headline("100,000 open events with live timers: engine memory",
+                        f"{per_100k:,.0f} MiB", target="< 1 GiB", met=per_100k < 1024),
+        report.Headline(f"firing lateness p99 ({lt['breaches']:,} breaches due in one second "
+                        f"among {r['lateness_open']:,} open events)",
+                        f"{lt['fire_p99_ms']:.1f} ms", target="< 50 ms",
+                        met=lt["fire_p99_ms"] < 50),
+        report.Headline("SQLite store: committed intakes/s (group commit, FULL)",
+                        f"{grouped['intakes_per_s']:,.0f}/s",
+                        f"raw SQLite one INSERT+COMMIT each {r['baseline_per_s']:,.0f}/s",
+                        grouped["intakes_per_s"] / r["baseline_per_s"], "≥ 2,000/s",
+                        grouped["intakes_per_s"] >= 2000),
+        report.Headline(f"restart from a journal of {rc['events']:,} events",
+                        f"{rc['replay_s']:.2f} s", target="< 5 s", met=rc["replay_s"] < 5),
+    ]
+
+
+def run(quick: bool, step: report.Step = report.no_step) -> report.Section:
+    """For ``python -m bench``: measure, and the section of docs/performance.md."""
+    r = collect(quick, step)
+    body = render(r, quick).removeprefix(HEADING).strip("\n")
+    return report.Section(HEADING.removeprefix("## "), body, headlines(r))
 
 
 def main() -> None:
@@ -359,36 +420,11 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="smaller sizes, a few seconds")
     ap.add_argument("--no-write", action="store_true", help="do not touch docs/performance.md")
     a = ap.parse_args()
-    big = 20_000 if a.quick else 100_000
-    r: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_DIR")) as tmp:
-        r["core"] = bench_core(big, 4 * big if not a.quick else big)
-        print("core", r["core"], flush=True)
-        r["memory"] = bench_book_memory(big)
-        print("memory", r["memory"], flush=True)
-        r["book_ops"] = bench_book_ops(big)
-        print("book", r["book_ops"], flush=True)
-        r["lateness_open"] = big
-        r["lateness"] = asyncio.run(bench_lateness(big, 2000 if a.quick else 5000,
-                                                   f"{tmp}/late.db"))
-        print("lateness", r["lateness"], flush=True)
-        r["baseline_per_s"] = bench_sqlite_baseline(f"{tmp}/base.db", 300 if a.quick else 2000)
-        print("baseline", r["baseline_per_s"], flush=True)
-        n = 5000 if a.quick else 30_000
-        r["store"] = [
-            asyncio.run(bench_store(f"{tmp}/s1.db", n, 256, "FULL")),
-            asyncio.run(bench_store(f"{tmp}/s2.db", n, 256, "FULL", gc_tuned=True)),
-            asyncio.run(bench_store(f"{tmp}/s3.db", n, 256, "NORMAL", gc_tuned=True)),
-            asyncio.run(bench_store(f"{tmp}/s4.db", n // 10, 1, "FULL", gc_tuned=True)),
-        ]
-        print("store", r["store"], flush=True)
-        r["recovery"] = asyncio.run(bench_recovery(f"{tmp}/rec.db", big))
-        print("recovery", r["recovery"], flush=True)
-    text = render(r, a.quick)
+    sec = run(a.quick, lambda s: print(s, flush=True))
     print()
-    print(text)
+    print(sec.body)
     if not a.no_write:
-        write_section(text)
+        report.update_section(DOC, sec.title, sec.body)
 
 
 if __name__ == "__main__":

@@ -192,10 +192,13 @@ def province(rng: np.random.Generator, towns: int = 1300, grids: int = 50000,
     return GeoDataset(regions, zones, teams)
 
 
-def run(quick: bool) -> tuple[list[tuple[str, str, str]], dict]:
+def measure(quick: bool, step: report.Step = report.no_step
+            ) -> tuple[list[tuple[str, str, str]], dict]:
+    """The rows of the section, and the raw figures behind the headlines."""
     rng = np.random.default_rng(7)
     rows: list[tuple[str, str, str]] = []
     facts: dict = {}
+    step("geo: loading the demo data")
     lt = load_time(3 if quick else 5)
     rows.append(("load the demo data set (files → checked GeoDataset + Router), median",
                  f"{lt['full'] * 1000:,.0f} ms",
@@ -203,18 +206,24 @@ def run(quick: bool) -> tuple[list[tuple[str, str, str]], dict]:
                  f"(×{lt['full'] / lt['bare']:.1f})"))
     demo = load_dataset(DEMO_DIR / "regions.geojson", DEMO_DIR / "zones.geojson",
                         DEMO_DIR / "teams.yaml")
+    step("geo: one point at a time")
     pp = per_point(demo, 5000 if quick else 50000, rng)
     rows.append((f"demo ({len(demo.regions):,} regions, {len(demo.units):,} units): locate + "
                  f"route + nearest unit, one point, p50 / p99 ({pp['n']:,} points)",
                  f"{pp['full'][0]:.1f} / {pp['full'][1]:.1f} µs",
                  f"p99 < 50 µs; bare STRtree.query {pp['bare'][0]:.1f} / {pp['bare'][1]:.1f} µs "
                  f"(×{pp['full'][0] / pp['bare'][0]:.1f} / ×{pp['full'][1] / pp['bare'][1]:.1f})"))
+    step("geo: batches")
     bt = batch(demo, 200_000 if quick else 1_000_000, rng)
     rows.append((f"demo: batch locate_many, {bt['n']:,} points (zone, grid, township, county, "
                   "team)", f"{bt['rate']:,.0f} points/s",
                   f"> 1,000,000/s; bare vectorised STRtree.query {bt['bare']:,.0f}/s "
                   f"(×{bt['rate'] / bt['bare']:.1f}); lookup raster built once in "
                   f"{bt['build']:.1f} s"))
+    facts.update(load=lt, demo=pp, batch=bt)
+    if quick:  # the province is measured by bench_scale (10×)
+        return rows, facts
+    step("geo: synthetic province")
     t0 = time.perf_counter()
     prov = province(rng, units=40000)
     build_s = time.perf_counter() - t0
@@ -227,7 +236,39 @@ def run(quick: bool) -> tuple[list[tuple[str, str, str]], dict]:
                  f"{pv['bare'][1]:.1f} µs (×{pv['full'][0] / pv['bare'][0]:.1f} / "
                  f"×{pv['full'][1] / pv['bare'][1]:.1f})"))
     facts["province_build_s"] = build_s
+    facts["province"] = pv
     return rows, facts
+
+
+def headlines(facts: dict) -> list[report.Headline]:
+    """The summary rows of this module."""
+    lt, pp, bt = facts["load"], facts["demo"], facts["batch"]
+    out = [
+        report.Headline("geo: load the demo data set", f"{lt['full'] * 1000:,.0f} ms",
+                        f"bare geopandas read {lt['bare'] * 1000:,.0f} ms",
+                        lt["full"] / lt["bare"], "< 1 s", lt["full"] < 1),
+        report.Headline("routing, one point (locate + route + nearest unit): p99",
+                        f"{pp['full'][1]:.1f} µs",
+                        f"bare STRtree.query {pp['bare'][1]:.1f} µs",
+                        pp["full"][1] / pp["bare"][1], "< 50 µs", pp["full"][1] < 50),
+        report.Headline("routing, batch locate_many", f"{bt['rate']:,.0f} points/s",
+                        f"bare vectorised STRtree.query {bt['bare']:,.0f}/s",
+                        bt["bare"] / bt["rate"], "> 1,000,000/s", bt["rate"] > 1e6),
+    ]
+    if "province" in facts:
+        pv = facts["province"]
+        out.append(report.Headline(
+            "routing in a synthetic province, one point: p99", f"{pv['full'][1]:.1f} µs",
+            f"bare STRtree.query {pv['bare'][1]:.1f} µs", pv["full"][1] / pv["bare"][1],
+            "< 100 µs", pv["full"][1] < 100))
+    return out
+
+
+def run(quick: bool, step: report.Step = report.no_step) -> report.Section:
+    """For ``python -m bench``: measure, and the section of docs/performance.md."""
+    rows, facts = measure(quick, step)
+    body = render(rows, quick).removeprefix("## Geography").strip("\n")
+    return report.Section("Geography", body, headlines(facts))
 
 
 def render(rows: list[tuple[str, str, str]], quick: bool) -> str:
@@ -237,7 +278,8 @@ def render(rows: list[tuple[str, str, str]], quick: bool) -> str:
             f"{load} at the end: the machine is shared), {_cpu()}, Python "
             f"{platform.python_version()}, shapely {shapely.__version__}, numpy "
             f"{np.__version__}{' (--quick run)' if quick else ''}. Re-run with "
-            "`.venv/bin/python -m bench.bench_geo` (it rewrites this section).\n\n"
+            "`.venv/bin/python -m bench` (everything) or `-m bench.bench_geo` (this section "
+            "alone).\n\n"
             "| what | figure | target; baseline in the same run |\n| --- | --- | --- |\n")
     body = "".join(f"| {a} | {b} | {c} |\n" for a, b, c in rows)
     how = ("\nHow it was measured: points are drawn uniformly inside the city (or province) "
@@ -255,9 +297,8 @@ def render(rows: list[tuple[str, str, str]], quick: bool) -> str:
            "for the same points. "
            "The synthetic province is built in memory: 1,300 Voronoi townships in 90 "
            "counties, square grid cells cut by the township borders, 100 zones, 40,000 units. "
-           "The machine is shared with other work (browser and server test suites ran at "
-           "the same time), so p99 figures move between runs (demo p99 from 59 to 290 µs "
-           "in runs a few minutes apart, load average 2 to 6); read each against the bare "
+           "The machine is shared with other work, so p99 figures move between runs (by "
+           "several times when the load average is high); read each against the bare "
            "`STRtree.query` p99 of the same run.\n")
     return head + body + how
 
@@ -271,11 +312,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="fewer points (a smoke run)")
     ap.add_argument("--no-write", action="store_true", help="do not touch docs/performance.md")
     args = ap.parse_args(argv)
-    rows, facts = run(args.quick)
+    rows, facts = measure(args.quick, lambda s: print(s, flush=True))
     w = max(len(r[0]) for r in rows)
     for a, b, c in rows:
         print(f"{a:<{w}}  {b:>22}  {c}")
-    print(f"(province built in {facts['province_build_s']:.1f} s)")
+    if "province_build_s" in facts:
+        print(f"(province built in {facts['province_build_s']:.1f} s)")
     if not args.no_write:
         write_section(render(rows, args.quick))
         print(f"updated {DOC.relative_to(ROOT)} (## Geography)")

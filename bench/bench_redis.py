@@ -36,7 +36,16 @@ import orjson
 import websockets
 import yaml
 
-from bench.report import machine, percentile, update_section
+from bench.report import (
+    PERF_DOC,
+    Headline,
+    Section,
+    Step,
+    machine,
+    no_step,
+    percentile,
+    update_section,
+)
 from geo import DEMO_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -221,15 +230,35 @@ async def claims(url: str, n: int) -> list[tuple[str, float]]:
 
 CONFIGS = [("embedded", None, 1), ("everysec-1", "everysec", 1), ("everysec-2", "everysec", 2),
            ("everysec-3", "everysec", 3), ("always-1", "always", 1)]
+NAMES = {"embedded": "embedded SQLite (FULL), 1 instance",
+         "everysec-1": "Redis everysec, 1 instance", "everysec-2": "Redis everysec, 2 instances",
+         "everysec-3": "Redis everysec, 3 instances", "always-1": "Redis always, 1 instance"}
+QUICK = ("embedded", "everysec-1", "everysec-2")
 
 
-async def run(quick: bool) -> str:
+async def conflicts(urls: list[str]) -> float:
+    """Commands re-run after a compare-and-set conflict, summed over the instances."""
+    total = 0.0
+    async with aiohttp.ClientSession() as s:
+        for url in urls:
+            async with s.get(url + "/metrics") as r:
+                for line in (await r.text()).splitlines():
+                    if line.startswith("dispatch_journal_conflicts_total"):
+                        total += float(line.split()[1])
+    return total
+
+
+async def collect(quick: bool, step: Step = no_step) -> dict[str, Any]:
+    """Every measurement of this module (one round of fewer set-ups when ``quick``)."""
     tmp = Path(tempfile.mkdtemp(prefix="bench-redis-"))
-    secs = 3.0 if quick else 6.0
+    secs = 2.0 if quick else 6.0
     rounds = 1 if quick else 3
-    results: dict[str, Any] = {key: [] for key, _, _ in CONFIGS}
+    configs = [c for c in CONFIGS if not quick or c[0] in QUICK]
+    results: dict[str, Any] = {key: [] for key, _, _ in configs}
+    results["configs"] = [key for key, _, _ in configs]
     for rnd in range(rounds):  # rounds interleave the set-ups, so noise hits them alike
-        for key, fsync, n in CONFIGS:
+        for key, fsync, n in configs:
+            step(f"redis: {key}, round {rnd + 1} of {rounds}")
             rproc = None
             if fsync is None:
                 cfg = write_config(tmp, str(tmp / f"journal-{rnd}.db"))
@@ -241,10 +270,13 @@ async def run(quick: bool) -> str:
                 urls = [u for _, u in inst]
                 await wait_up(urls)
                 if rnd == 0 and key == "everysec-2":
-                    results["push"] = await push_latency(urls, 60 if quick else 300)
-                results[key].append(await throughput(urls, secs, tag=f"{key}-{rnd}"))
+                    results["push"] = await push_latency(urls, 40 if quick else 300)
+                tp = await throughput(urls, secs, tag=f"{key}-{rnd}")
+                if n > 1:
+                    tp["conflicts"] = await conflicts(urls)
+                results[key].append(tp)
                 if rnd == 0 and key == "everysec-1":
-                    results["claims"] = await claims(url, 20_000 if quick else 100_000)
+                    results["claims"] = await claims(url, 5_000 if quick else 100_000)
             finally:
                 stop([p for p, _ in inst])
                 if rproc is not None:
@@ -253,7 +285,33 @@ async def run(quick: bool) -> str:
     results["load"] = os.getloadavg()
     results["rounds"] = rounds
     results["secs"] = secs
-    return render(results, quick)
+    return results
+
+
+def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run with the median intakes/s."""
+    return sorted(runs, key=lambda x: x["per_s"])[len(runs) // 2]
+
+
+def headlines(r: dict[str, Any]) -> list[Headline]:
+    """The summary rows of this module."""
+    push = r["push"]
+    one, emb = median_run(r["everysec-1"]), median_run(r["embedded"])
+    best_claims = max(v for _, v in r["claims"])
+    return [
+        Headline("Redis: cross-instance push (POST on A → socket on B), p99",
+                 f"{percentile(push, 99):.1f} ms"),
+        Headline("Redis: committed intakes/s, 1 instance (AOF everysec)",
+                 f"{one['per_s']:,.0f}/s", f"embedded SQLite {emb['per_s']:,.0f}/s",
+                 emb["per_s"] / one["per_s"]),
+        Headline("Redis: deadline claims/s (batched)", f"{best_claims:,.0f}/s"),
+    ]
+
+
+def run(quick: bool, step: Step = no_step) -> Section:
+    """For ``python -m bench``: measure, and the section of docs/performance.md."""
+    r = asyncio.run(collect(quick, step))
+    return Section("Redis", render(r, quick), headlines(r))
 
 
 def render(r: dict[str, Any], quick: bool) -> str:
@@ -271,13 +329,20 @@ def render(r: dict[str, Any], quick: bool) -> str:
                 f"{', '.join(f'{k}: {v}' for k, v in sorted(bad.items())) or '0'} |")
     push = r["push"]
     load = ", ".join(f"{v:.1f}" for v in r["load"])
+    two = r["everysec-2"]
+    done = sum(x["statuses"].get(201, 0) for x in two)
+    rerun = sum(x.get("conflicts", 0) for x in two)
+    coll = (f"{rerun:,.0f} commands re-run after a conflict for {done:,} committed intakes "
+            f"(~{rerun / max(done, 1):.2f} per intake)")
     lines = [
         f"Measured {machine()}{' (--quick)' if quick else ''} with "
-        "`python -m bench.bench_redis`. One redis-server (AOF on), the instances and the "
-        f"load generator all share the 2 cores (load average {load} at the end: other "
-        "work was running on the machine too, so single runs vary by ±40 %; each row is "
-        f"the median of {r['rounds']} interleaved runs of {r['secs']:.0f} s, range in "
-        "brackets).",
+        "`python -m bench` (or `-m bench.bench_redis` for this section alone). One "
+        "redis-server (AOF on), the instances and the load generator all share the 2 cores "
+        f"(load average {load} at the end; the machine is shared with other work, so single "
+        "runs vary by ±40 %; "
+        + (f"each row is the median of {r['rounds']} interleaved runs of {r['secs']:.0f} s, "
+           "range in brackets)." if r["rounds"] > 1
+           else f"one run of {r['secs']:.0f} s per row)."),
         "",
         f"**Cross-instance push** (POST to instance A → `event.created` on a socket of "
         f"instance B, {len(push)} sequential events): p50 **{percentile(push, 50):.1f} ms**, "
@@ -288,11 +353,7 @@ def render(r: dict[str, Any], quick: bool) -> str:
         "",
         "| store | intakes/s | POST→201 p50 ms | p99 ms | not 201 (all runs) |",
         "|---|---|---|---|---|",
-        row("embedded SQLite (FULL), 1 instance", "embedded"),
-        row("Redis everysec, 1 instance", "everysec-1"),
-        row("Redis everysec, 2 instances", "everysec-2"),
-        row("Redis everysec, 3 instances", "everysec-3"),
-        row("Redis always, 1 instance", "always-1"),
+        *[row(NAMES[key], key) for key in r["configs"]],
         "",
         "**Deadline claims per second** (the Lua claim script on the sorted set, "
         "all members due):",
@@ -303,10 +364,9 @@ def render(r: dict[str, Any], quick: bool) -> str:
         "",
         "The SQLite row pays an fsync per group commit (`synchronous=FULL`); Redis "
         "`everysec` does not, and `always` fsyncs before answering (this disk's fsync is "
-        "cheap: measure yours). Collisions, from a separate 2-instance run of 4 s: 9,431 "
-        "intakes committed in 941 Lua calls (~10 records each), 12,516 commands re-run "
-        "after a conflict (~1.3 per committed intake) — the price of optimistic "
-        "compare-and-set on one head.",
+        f"cheap: measure yours). Collisions in the 2-instance runs: {coll} — the price of "
+        "optimistic compare-and-set on one head (`dispatch_journal_conflicts_total` in "
+        "/metrics).",
         "",
         "Reading the numbers: on 2 cores, adding instances does not add throughput — the "
         "cores are already shared by the instances, Redis and the generator, and every "
@@ -326,13 +386,16 @@ def render(r: dict[str, Any], quick: bool) -> str:
     return "\n".join(lines)
 
 
-async def main(quick: bool) -> None:
-    text = await run(quick)
-    print(text)
-    update_section(ROOT / "docs" / "performance.md", "Redis", text)
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--no-write", action="store_true", help="do not touch docs/performance.md")
+    a = ap.parse_args()
+    sec = run(a.quick, lambda s: print(s, flush=True))
+    print(sec.body)
+    if not a.no_write:
+        update_section(PERF_DOC, sec.title, sec.body)
 
 
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true")
-    asyncio.run(main(ap.parse_args().quick))
+    main()

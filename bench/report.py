@@ -6,6 +6,8 @@ import datetime as dt
 import os
 import platform
 import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
@@ -50,3 +52,79 @@ def update_section(doc: Path, title: str, body: str) -> None:
         old.rstrip() + "\n\n" + new_section)
     doc.parent.mkdir(parents=True, exist_ok=True)
     doc.write_text(text, encoding="utf-8")
+
+
+# --- the one benchmark command (python -m bench) -----------------------------------------
+
+PERF_DOC = Path(__file__).resolve().parents[1] / "docs" / "performance.md"
+PLOT_DIR = PERF_DOC.parent / "perf"
+
+
+@dataclass
+class Headline:
+    """One row of the summary table: a figure, its bare baseline and its target."""
+
+    what: str
+    figure: str
+    baseline: str = ""  # the bare baseline measured in the same run, with its value
+    ratio: float | None = None  # ours / bare (how many times the bare cost or latency)
+    target: str = ""
+    met: bool | None = None  # None: no target
+
+
+@dataclass
+class Section:
+    """What one benchmark module contributes to docs/performance.md."""
+
+    title: str  # the ``## title`` of its section
+    body: str  # markdown, without the heading
+    headlines: list[Headline] = field(default_factory=list)
+    plots: list[Path] = field(default_factory=list)  # PNGs already written under PLOT_DIR
+
+
+Step = Callable[[str], None]
+
+
+def no_step(_: str) -> None:
+    """The progress callback when a module runs on its own."""
+
+
+def plot_lines(name: str, title: str, xlabel: str, ylabel: str,
+               series: dict[str, list[tuple[float, float]]], *, logx: bool = False,
+               logy: bool = False, hline: tuple[float, str] | None = None) -> Path:
+    """Write ``docs/perf/<name>.png``: one line per series (label → [(x, y), …])."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    PLOT_DIR.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=100)
+    for label, pts in series.items():
+        pts = [(x, y) for x, y in pts if x is not None and y is not None]
+        if pts:
+            xs, ys = zip(*sorted(pts), strict=True)
+            ax.plot(xs, ys, marker="o", label=label)
+    if hline is not None:
+        ax.axhline(hline[0], color="grey", linestyle="--", linewidth=1, label=hline[1])
+    if logx:
+        ax.set_xscale("log")
+    if logy:
+        ax.set_yscale("log")
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    path = PLOT_DIR / f"{name}.png"
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def md_table(rows: list[list[str]]) -> str:
+    """A markdown table; the first row is the header."""
+    out = ["| " + " | ".join(rows[0]) + " |", "|" + " --- |" * len(rows[0])]
+    out += ["| " + " | ".join(r) + " |" for r in rows[1:]]
+    return "\n".join(out)

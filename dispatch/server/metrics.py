@@ -45,6 +45,14 @@ class _StateCollector(Collector):
                                   value=hub.disconnected_slow)
         yield GaugeMetricFamily("dispatch_journal_seq", "Last journal sequence number",
                                 value=rt.engine.last_seq)
+        cluster = rt.cluster
+        if cluster is not None:  # several instances on one Redis
+            yield CounterMetricFamily(
+                "dispatch_journal_conflicts", "Commands re-run because another instance "
+                "appended first (compare-and-set refused)", value=cluster.conflicts)
+            yield CounterMetricFamily("dispatch_deadlines_claimed",
+                                      "Deadlines this instance claimed and fired",
+                                      value=cluster.claimed)
 
 
 class Metrics:

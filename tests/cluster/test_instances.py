@@ -156,6 +156,18 @@ async def test_three_instances_escalate_exactly_once(cluster_factory, session):
                 break
             await asyncio.sleep(0.1)
         assert state["version"] == last.version and state["tier"] == "city"
+    # /metrics of each instance: deadlines it claimed, commands it re-ran after a conflict
+    claimed = 0.0
+    for inst in insts:
+        async with session.get(f"{inst.url}/metrics", headers=auth("city")) as r:
+            text = await r.text()
+        values = {line.split()[0]: float(line.split()[1]) for line in text.splitlines()
+                  if line.startswith(("dispatch_deadlines_claimed_total",
+                                      "dispatch_journal_conflicts_total"))}
+        assert set(values) == {"dispatch_deadlines_claimed_total",
+                               "dispatch_journal_conflicts_total"}, values
+        claimed += values["dispatch_deadlines_claimed_total"]
+    assert claimed >= len(ids)  # every event's deadlines were claimed by one instance or another
 
 
 async def test_kill_9_of_one_instance_under_load(cluster_factory, session):
