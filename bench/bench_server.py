@@ -302,7 +302,12 @@ async def measure(kind: str, cfg: Path, clients: list[Client], bodies: list[dict
     proc = start_server(kind, port, cfg, profile_to)
     results: dict[str, Any] = {"rates": {}}
     try:
-        await wait_up(url)
+        try:
+            await wait_up(url)
+        except RuntimeError:
+            proc.kill()
+            err = proc.stderr.read().decode(errors="replace")[-2000:] if proc.stderr else ""
+            raise RuntimeError(f"{kind} on {url} did not come up:\n{err}") from None
         for c in clients:
             c.count = c.created = 0
         gen = Generator(url, clients, baseline=(kind == "baseline"))

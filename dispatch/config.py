@@ -41,7 +41,7 @@ DEFAULT_CATEGORIES: list[dict[str, Any]] = [
 ]
 
 DEFAULTS: dict[str, Any] = {
-    "server": {"host": "127.0.0.1", "port": 8080},
+    "server": {"host": "127.0.0.1", "port": 8080, "event_loop": "asyncio"},
     "store": "var/dispatch.db",
     "store_options": {"synchronous": "FULL"},
     "geo": {
@@ -217,6 +217,13 @@ def _validate(raw: dict[str, Any]) -> None:
     port = srv.get("port")
     _need(isinstance(port, int) and not isinstance(port, bool) and 0 <= port <= 65535,
           "server.port", f"must be an integer 0..65535, got {port!r}")
+    _need(srv.get("event_loop") in ("asyncio", "uvloop"), "server.event_loop",
+          f"must be asyncio or uvloop, got {srv.get('event_loop')!r}")
+    if srv["event_loop"] == "uvloop":
+        try:
+            import uvloop  # noqa: F401
+        except ImportError:
+            _need(False, "server.event_loop", "uvloop is not installed (pip install uvloop)")
     _need(isinstance(raw["store"], str) and raw["store"] != "", "store",
           "must be a file path or a redis:// URL")
     sync = raw["store_options"].get("synchronous")

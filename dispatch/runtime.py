@@ -50,7 +50,8 @@ def build_policy(config: Config) -> Policy:
     defaults = TimerWindows(respond_s=float(t["respond_s"]), depart_s=float(t["depart_s"]),
                             arrive_s=float(t["arrive_s"]), warn_fraction=float(t["warn_fraction"]))
     cats = {c["id"]: Category(id=c["id"], name=c.get("name", c["id"]),
-                              priority=int(c.get("priority", 2)), timers=dict(c.get("timers") or {}))
+                              priority=int(c.get("priority", 2)),
+                              timers=dict(c.get("timers") or {}))
             for c in config["categories"]}
     zones = {z: dict(v) for z, v in (t.get("zones") or {}).items()}
     return Policy(defaults=defaults, categories=cats, zones=zones,
