@@ -46,6 +46,22 @@ def machine_line() -> str:
             f"{platform.python_version()}, {platform.system()} {platform.release()}")
 
 
+def python_speed() -> float:
+    """Seconds for 10 million additions in a pure-Python loop, best of 3.
+
+    A yardstick for comparing runs on different machines (or on one shared machine at
+    different times): every other figure in the report scales roughly with it.
+    """
+    best = float("inf")
+    for _ in range(3):
+        t = time.perf_counter()
+        s = 0
+        for i in range(10_000_000):
+            s += i
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
 def run_module(module: str, quick: bool, step: Callable[[str], None]) -> list[Section]:
     """One module's ``run``, always as a list of sections."""
     mod = importlib.import_module(module)
@@ -65,7 +81,7 @@ def summary_rows(headlines: list[Headline]) -> list[list[str]]:
     return rows
 
 
-def render_doc(sections: list[Section], quick: bool, took_s: float) -> str:
+def render_doc(sections: list[Section], quick: bool, took_s: float, speed_s: float) -> str:
     """The whole of docs/performance.md."""
     heads = [h for s in sections for h in s.headlines]
     now = dt.datetime.now(dt.UTC)
@@ -78,9 +94,12 @@ def render_doc(sections: list[Section], quick: bool, took_s: float) -> str:
         "`python -m bench --only server` reruns one module and replaces its section. Each "
         "module also runs on its own (`python -m bench.bench_server`, …).", "",
         f"**Machine:** {machine_line()}. **Date:** {now:%Y-%m-%d %H:%M} UTC"
-        f"{' (quick run)' if quick else ''}. Load average at the end: {load} — the machine is "
-        "shared and has 2 cores, so the load generator, Redis and the server compete for "
-        "them; every headline is read against a bare baseline measured in the same run.", "",
+        f"{' (quick run)' if quick else ''}. Load average at the end: {load}. **Python "
+        f"yardstick:** {speed_s:.2f} s for 10 million additions in a pure-Python loop (best of "
+        "3, lower is faster) — compare it before comparing two reports. "
+        "The machine is shared and has 2 cores, so the load generator, Redis and the server "
+        "compete for them; every headline is read against a bare baseline measured in the "
+        "same run.", "",
         "## Summary", "",
         "Ratio to bare = our cost divided by the bare baseline's (latency ÷ latency, or "
         "bare throughput ÷ our throughput): ×1.00 is as fast as a bare aiohttp handler, "
@@ -111,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-write", action="store_true", help="never touch docs/performance.md")
     a = ap.parse_args(argv)
     chosen = [m for m in MODULES if not a.only or m[0] in a.only]
+    speed = python_speed()
     t0 = time.perf_counter()
     sections: list[Section] = []
     total = sum(w for _, _, w in chosen)
@@ -127,11 +147,11 @@ def main(argv: list[str] | None = None) -> int:
     took = time.perf_counter() - t0
     heads = [h for s in sections for h in s.headlines]
     print(f"\nMeasured on {machine_line()}, {dt.date.today()}, in {took:.0f} s"
-          f"{' (--quick)' if a.quick else ''}.\n")
+          f"{' (--quick)' if a.quick else ''}; Python yardstick {speed:.2f} s.\n")
     print_table(summary_rows(heads))
     write = not a.no_write and (a.write or not a.quick)
     if write and not a.only:
-        PERF_DOC.write_text(render_doc(sections, a.quick, took), encoding="utf-8")
+        PERF_DOC.write_text(render_doc(sections, a.quick, took, speed), encoding="utf-8")
         print(f"\nwrote {PERF_DOC}")
     elif write:
         for s in sections:
