@@ -25,7 +25,9 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -255,9 +257,13 @@ def latency_row(run: Run, exts: list[str]) -> dict[str, Any]:
             "push_max": max(p) if p else None}
 
 
-def start_server(kind: str, port: int, cfg: Path, profile_to: Path | None = None
-                 ) -> subprocess.Popen[bytes]:
-    """``dispatch serve`` as clients start it (under pyinstrument when ``profile_to``)."""
+def start_server(kind: str, port: int, cfg: Path, profile_to: Path | None = None,
+                 drain: bool = True) -> subprocess.Popen[bytes]:
+    """``dispatch serve`` as clients start it (under pyinstrument when ``profile_to``).
+
+    Its stderr (the log) is a pipe; with ``drain`` a thread reads it into ``log_tail``, so a
+    full pipe never blocks the server (callers that read the pipe themselves pass False).
+    """
     if kind == "dispatch":
         cmd = [sys.executable]
         if profile_to is not None:
@@ -265,8 +271,14 @@ def start_server(kind: str, port: int, cfg: Path, profile_to: Path | None = None
         cmd += ["-m", "dispatch", "serve", "--config", str(cfg), "--port", str(port)]
     else:
         cmd = [sys.executable, "-m", "bench.baseline_server", "--port", str(port)]
-    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             start_new_session=True)
+    if drain:
+        tail: deque[bytes] = deque(maxlen=50)
+        proc.log_tail = tail  # type: ignore[attr-defined]
+        threading.Thread(target=lambda: tail.extend(iter(proc.stderr.readline, b"")),
+                         daemon=True).start()
+    return proc
 
 
 async def wait_up(url: str, timeout: float = 60) -> None:
@@ -306,7 +318,8 @@ async def measure(kind: str, cfg: Path, clients: list[Client], bodies: list[dict
             await wait_up(url)
         except RuntimeError:
             proc.kill()
-            err = proc.stderr.read().decode(errors="replace")[-2000:] if proc.stderr else ""
+            time.sleep(0.2)  # let the drain thread read the last lines
+            err = b"".join(getattr(proc, "log_tail", ())).decode(errors="replace")[-2000:]
             raise RuntimeError(f"{kind} on {url} did not come up:\n{err}") from None
         for c in clients:
             c.count = c.created = 0

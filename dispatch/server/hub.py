@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -254,12 +254,26 @@ def _in_path(ev: dict[str, Any], region: str) -> bool:
     return any(ev.get(k) == region for k in EVENT_PATH_KEYS)
 
 
-async def writer(client: Client, hub: Hub, first: list[bytes]) -> None:
+async def writer(client: Client, hub: Hub, first: list[bytes] | AsyncIterator[bytes]
+                 ) -> None:
     """The client's own task: send the catch-up messages, then drain the live queue."""
     ws = client.ws
     try:
-        for data in first:
-            await ws.send_frame(data, WSMsgType.TEXT)
+        if isinstance(first, list):
+            for data in first:
+                await ws.send_frame(data, WSMsgType.TEXT)
+        else:
+            try:
+                async for data in first:
+                    await ws.send_frame(data, WSMsgType.TEXT)
+            except (ConnectionError, RuntimeError, asyncio.CancelledError):
+                raise
+            except Exception:  # the journal could not be read (e.g. Redis is down)
+                log.warning("replay to a client failed; closing so it reconnects",
+                            exc_info=True)
+                client.closed = True
+                await ws.close(code=1011, message=b"replay failed; reconnect")
+                return
         client.direct = True
         while not client.closed and not ws.closed:
             if not client.queue:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -38,24 +39,35 @@ def _in_region(ev: dict[str, Any], region: str) -> bool:
     return region in (ev.get("grid"), ev.get("township"), ev.get("county"), ev.get("city"))
 
 
-async def catch_up(state: State, p: Principal, since: int, upto: int) -> list[bytes] | None:
-    """Journal messages in scope with since < seq <= upto, or None if too far behind."""
-    if upto - since > int(state.config["ws"]["replay_max"]):
-        return None
-    out: list[bytes] = []
+REPLAY_BATCH = 500  # journal records read and rendered between two turns of the loop
+
+
+def replay_fits(state: State, since: int, upto: int) -> bool:
+    """Whether ``since`` is recent enough to replay (else the client gets a snapshot)."""
+    return 0 <= upto - since <= int(state.config["ws"]["replay_max"])
+
+
+async def catch_up(state: State, p: Principal, since: int, upto: int
+                   ) -> AsyncIterator[bytes]:
+    """Journal messages in scope with since < seq <= upto, streamed in batches.
+
+    Nothing is held beyond one batch, and the loop gets a turn between batches, so a
+    client replaying thousands of records never stalls the others.
+    """
     after = since
     while after < upto:
-        batch = await state.runtime.store.read(after_seq=after, limit=min(5000, upto - after))
+        batch = await state.runtime.store.read(after_seq=after,
+                                                limit=min(REPLAY_BATCH, upto - after))
         if not batch:
-            break
+            return
         for rec in batch:
             if rec.seq > upto:
-                break
+                return
             if p.can_read_event(rec.after) or (p.role == "field" and
                                                (rec.before or {}).get("unit") == p.unit):
-                out.append(encode(state.hub.message_for(rec)))
+                yield encode(state.hub.message_for(rec))
         after = batch[-1].seq
-    return out
+        await asyncio.sleep(0)
 
 
 async def ws_handler(request: web.Request) -> web.StreamResponse:
@@ -78,10 +90,10 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
     remove = state.hub.add(client)
     upto = state.runtime.published_seq
     client.after_seq = upto
-    first: list[bytes] | None = None
-    if since is not None and since <= upto:
-        first = await catch_up(state, p, since, upto)
-    if first is None:
+    first: list[bytes] | AsyncIterator[bytes]
+    if since is not None and since <= upto and replay_fits(state, since, upto):
+        first = catch_up(state, p, since, upto)
+    else:
         first = [snapshot(state, p, upto, None)]
     task = asyncio.create_task(writer(client, state.hub, first))
     try:

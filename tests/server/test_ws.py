@@ -184,6 +184,27 @@ async def test_since_too_old_gets_snapshot(tmp_path):
         await srv.runner.cleanup()
 
 
+async def test_long_replay_streams_in_batches_complete_and_in_order(server, monkeypatch):
+    from dispatch.server import ws as ws_module
+
+    monkeypatch.setattr(ws_module, "REPLAY_BATCH", 7)  # many batches from a short journal
+    lon, lat = point_in(server, "331003")
+    outside = point_in(server, "331002")
+    ids = []
+    for i in range(30):
+        _, ev = await server.call("POST", "/api/v1/events", "intake",
+                                  json=intake_body(*(outside if i % 3 == 0 else (lon, lat))))
+        ids.append((ev["id"], i % 3 != 0))
+    ws = await connect(server, "huangyan", since=0)
+    got = [await recv(ws) for _ in range(20)]
+    assert [m["event"]["id"] for m in got] == [eid for eid, mine in ids if mine]
+    assert [m["seq"] for m in got] == sorted(m["seq"] for m in got)
+    _, live = await server.call("POST", "/api/v1/events", "intake", json=intake_body(lon, lat))
+    msg = await recv_until(ws, lambda m: m["type"] != "unit.updated")
+    assert msg["event"]["id"] == live["id"] and msg["seq"] > got[-1]["seq"]
+    await ws.close()
+
+
 async def test_slow_client_is_dropped_while_others_keep_up(tmp_path):
     srv = await start_server(tmp_path, ws={"queue_size": 5})
     try:
