@@ -47,19 +47,16 @@ def machine_line() -> str:
 
 
 def python_speed() -> float:
-    """Seconds for 10 million additions in a pure-Python loop, best of 3.
+    """Seconds for 10 million additions in a pure-Python loop.
 
     A yardstick for comparing runs on different machines (or on one shared machine at
     different times): every other figure in the report scales roughly with it.
     """
-    best = float("inf")
-    for _ in range(3):
-        t = time.perf_counter()
-        s = 0
-        for i in range(10_000_000):
-            s += i
-        best = min(best, time.perf_counter() - t)
-    return best
+    t = time.perf_counter()
+    s = 0
+    for i in range(10_000_000):
+        s += i
+    return time.perf_counter() - t
 
 
 def run_module(module: str, quick: bool, step: Callable[[str], None]) -> list[Section]:
@@ -95,8 +92,8 @@ def render_doc(sections: list[Section], quick: bool, took_s: float, speed_s: flo
         "module also runs on its own (`python -m bench.bench_server`, …).", "",
         f"**Machine:** {machine_line()}. **Date:** {now:%Y-%m-%d %H:%M} UTC"
         f"{' (quick run)' if quick else ''}. Load average at the end: {load}. **Python "
-        f"yardstick:** {speed_s:.2f} s for 10 million additions in a pure-Python loop (best of "
-        "3, lower is faster) — compare it before comparing two reports. "
+        f"yardstick:** {speed_s:.2f} s for 10 million additions in a pure-Python loop (lower is "
+        "faster) — compare it before comparing two reports. "
         "The machine is shared and has 2 cores, so the load generator, Redis and the server "
         "compete for them; every headline is read against a bare baseline measured in the "
         "same run.", "",
@@ -133,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     speed = python_speed()
     t0 = time.perf_counter()
     sections: list[Section] = []
+    times: dict[str, float] = {}
     total = sum(w for _, _, w in chosen)
     with tqdm(total=total, unit="", bar_format="{l_bar}{bar}| {elapsed} elapsed "
               "{postfix}", file=sys.stderr, dynamic_ncols=True) as bar:
@@ -142,12 +140,15 @@ def main(argv: list[str] | None = None) -> int:
             def step(what: str) -> None:
                 bar.set_postfix_str(what)
 
+            t_mod = time.perf_counter()
             sections += run_module(module, a.quick, step)
+            times[name] = time.perf_counter() - t_mod
             bar.update(weight)
     took = time.perf_counter() - t0
     heads = [h for s in sections for h in s.headlines]
     print(f"\nMeasured on {machine_line()}, {dt.date.today()}, in {took:.0f} s"
-          f"{' (--quick)' if a.quick else ''}; Python yardstick {speed:.2f} s.\n")
+          f"{' (--quick)' if a.quick else ''}; Python yardstick {speed:.2f} s; "
+          + ", ".join(f"{k} {v:.0f} s" for k, v in times.items()) + ".\n")
     print_table(summary_rows(heads))
     write = not a.no_write and (a.write or not a.quick)
     if write and not a.only:
