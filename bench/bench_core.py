@@ -357,7 +357,7 @@ def collect(quick: bool, step: report.Step = report.no_step) -> dict[str, Any]:
     r: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_DIR")) as tmp:
         step(f"core: {big:,} intakes and actions")
-        r["core"] = bench_core(big, 4 * big if not quick else big)
+        r["core"] = bench_core(big, 2 * big if not quick else big)
         step("core: memory per open event")
         r["memory"] = bench_book_memory(big)
         r["book_ops"] = bench_book_ops(big)
@@ -367,7 +367,7 @@ def collect(quick: bool, step: report.Step = report.no_step) -> dict[str, Any]:
                                                    f"{tmp}/late.db"))
         step("core: SQLite group commit")
         r["baseline_per_s"] = bench_sqlite_baseline(f"{tmp}/base.db", 300 if quick else 2000)
-        n = 2000 if quick else 30_000
+        n = 2000 if quick else 15_000
         runs = [(256, "FULL", False), (256, "FULL", True), (256, "NORMAL", True),
                 (1, "FULL", True)]
         if quick:

@@ -9,7 +9,7 @@ as the load generator. Figures:
 - cross-instance push: POST to instance A → ``event.created`` read on a socket connected
   to instance B, p50/p99 (sequential POSTs, so it is latency, not queueing);
 - committed intakes per second, closed loop (64 concurrent POSTs spread over the
-  instances; median of 3 interleaved rounds) for 1, 2 and 3 instances, next to one
+  instances; median of 2 interleaved rounds) for 1, 2 and 3 instances, next to one
   embedded (SQLite, ``synchronous=FULL``) instance under the same generator;
 - deadline claims per second on the Redis sorted set (the Lua claim script), one claimer and
   four concurrent claimers, one member per claim and 100 per claim.
@@ -252,7 +252,7 @@ async def collect(quick: bool, step: Step = no_step) -> dict[str, Any]:
     """Every measurement of this module (one round of fewer set-ups when ``quick``)."""
     tmp = Path(tempfile.mkdtemp(prefix="bench-redis-"))
     secs = 2.0 if quick else 6.0
-    rounds = 1 if quick else 3
+    rounds = 1 if quick else 2
     configs = [c for c in CONFIGS if not quick or c[0] in QUICK]
     results: dict[str, Any] = {key: [] for key, _, _ in configs}
     results["configs"] = [key for key, _, _ in configs]

@@ -96,6 +96,23 @@ def apply_position(state: State, p: Principal, unit_id: str, data: Any) -> dict[
     return out
 
 
+def units_in_scope(state: State, p: Principal, narrow: str | None = None
+                   ) -> tuple[str, ...]:
+    """The ids of the units ``p`` may see (within ``narrow``), in data set order.
+
+    Units and teams are fixed by the data set, so each scope is computed once and kept:
+    a snapshot for one of a thousand reconnecting clients then costs its own units only.
+    """
+    key = (p.role, p.region, p.unit, p.sees_all(), narrow)
+    ids = state.unit_scopes.get(key)
+    if ids is None:
+        ids = tuple(uid for uid, u in state.runtime.dataset.units.items()
+                    if unit_visible(state, p, uid, u.team)
+                    and (narrow is None or narrow in state.team_paths.get(u.team, ())))
+        state.unit_scopes[key] = ids
+    return ids
+
+
 def unit_visible(state: State, p: Principal, unit_id: str, team: str) -> bool:
     if p.sees_all():
         return True

@@ -65,6 +65,7 @@ class State:
     metrics: Metrics | None = None
     buckets: dict[str, RateBucket] = field(default_factory=dict)
     team_paths: dict[str, frozenset[str]] = field(default_factory=dict)
+    unit_scopes: dict[tuple[Any, ...], tuple[str, ...]] = field(default_factory=dict)
     started: float = field(default_factory=time.time)
 
     @property

@@ -28,9 +28,7 @@ def snapshot(state: State, p: Principal, seq: int, narrow: str | None) -> bytes:
         e.pop("timeline", None)
     busy = rt.engine.busy_units()
     units = [unit_json(rt.dataset, rt.units, busy, uid, now, state.tz)
-             for uid, u in rt.dataset.units.items()
-             if api.unit_visible(state, p, uid, u.team)
-             and (narrow is None or narrow in state.team_paths.get(u.team, ()))]
+             for uid in api.units_in_scope(state, p, narrow)]
     return encode({"type": "snapshot", "seq": seq, "server_time": state.iso(now),
                    "events": events, "units": units})
 
