@@ -16,6 +16,7 @@ import gc
 import importlib
 import os
 import platform
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -105,7 +106,34 @@ def render_doc(sections: list[Section], quick: bool, took_s: float, speed_s: flo
     ]
     for s in sections:
         parts += [f"## {s.title}", "", with_plots(s), ""]
+    old = PERF_DOC.read_text(encoding="utf-8") if PERF_DOC.exists() else ""
+    parts += [f"## {HISTORY}", "", history(old, heads, speed_s, took_s, quick), ""]
     return "\n".join(parts)
+
+
+HISTORY = "Earlier runs"
+HISTORY_HEAD = ["date", "Python yardstick", "core intakes/s", "routing p99 (demo)",
+                "push p99 at 500/s", "ceiling (embedded)", "full run took"]
+
+
+def history(old_doc: str, heads: list[Headline], speed_s: float, took_s: float,
+            quick: bool) -> str:
+    """The table of earlier full runs, kept from the old report, with this run added."""
+    m = re.search(rf"^## {HISTORY}\n(.*?)(?=^## |\Z)", old_doc, re.S | re.M)
+    rows = [line for line in (m.group(1) if m else "").splitlines()
+            if line.startswith("| ") and not line.startswith(("| date", "| ---"))]
+    if not quick:
+        def fig(prefix: str) -> str:
+            return next((h.figure for h in heads if h.what.startswith(prefix)), "—")
+        rows.append("| " + " | ".join([
+            f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M}", f"{speed_s:.2f} s",
+            fig("core: intakes"), fig("routing, one point"), fig("intake → push p99 at 500"),
+            fig("load ceiling (push p99 < 100 ms), one process, embedded"),
+            f"{took_s / 60:.0f} min"]) + " |")
+    return "\n".join([
+        "One row per full run on this machine (the rows before are kept when the report is "
+        "rewritten). The machine is shared and its speed changes between sessions: read the "
+        "yardstick first.", "", md_table([HISTORY_HEAD]), *rows])
 
 
 def with_plots(s: Section) -> str:

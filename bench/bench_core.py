@@ -367,7 +367,7 @@ def collect(quick: bool, step: report.Step = report.no_step) -> dict[str, Any]:
                                                    f"{tmp}/late.db"))
         step("core: SQLite group commit")
         r["baseline_per_s"] = bench_sqlite_baseline(f"{tmp}/base.db", 300 if quick else 2000)
-        n = 2000 if quick else 15_000
+        n = 2000 if quick else 10_000
         runs = [(256, "FULL", False), (256, "FULL", True), (256, "NORMAL", True),
                 (1, "FULL", True)]
         if quick:

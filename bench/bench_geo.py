@@ -207,7 +207,7 @@ def measure(quick: bool, step: report.Step = report.no_step
     demo = load_dataset(DEMO_DIR / "regions.geojson", DEMO_DIR / "zones.geojson",
                         DEMO_DIR / "teams.yaml")
     step("geo: one point at a time")
-    pp = per_point(demo, 5000 if quick else 50000, rng)
+    pp = per_point(demo, 5000 if quick else 30000, rng)
     rows.append((f"demo ({len(demo.regions):,} regions, {len(demo.units):,} units): locate + "
                  f"route + nearest unit, one point, p50 / p99 ({pp['n']:,} points)",
                  f"{pp['full'][0]:.1f} / {pp['full'][1]:.1f} µs",
@@ -228,7 +228,7 @@ def measure(quick: bool, step: report.Step = report.no_step
     prov = province(rng, units=40000)
     build_s = time.perf_counter() - t0
     s = prov.summary()
-    pv = per_point(prov, 5000 if quick else 50000, rng)
+    pv = per_point(prov, 5000 if quick else 30000, rng)
     rows.append((f"synthetic province ({s['regions']['township']:,} townships, "
                  f"{s['regions']['grid']:,} grid cells, {s['units']:,} units): locate + route + "
                  f"nearest unit, p50 / p99", f"{pv['full'][0]:.1f} / {pv['full'][1]:.1f} µs",

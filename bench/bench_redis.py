@@ -276,7 +276,7 @@ async def collect(quick: bool, step: Step = no_step) -> dict[str, Any]:
                     tp["conflicts"] = await conflicts(urls)
                 results[key].append(tp)
                 if rnd == 0 and key == "everysec-1":
-                    results["claims"] = await claims(url, 5_000 if quick else 100_000)
+                    results["claims"] = await claims(url, 5_000 if quick else 50_000)
             finally:
                 stop([p for p, _ in inst])
                 if rproc is not None:

@@ -51,3 +51,17 @@ def test_unknown_module_is_refused(capsys):
         main(["--only", "nothing"])
     assert exc.value.code == 2
     assert "invalid choice" in capsys.readouterr().err
+
+
+def test_history_keeps_earlier_rows_and_adds_full_runs_only():
+    from bench.__main__ import history
+
+    old = ("# Performance\n\n## Earlier runs\n\nintro\n\n| date | x |\n| --- | --- |\n"
+           "| 2026-11-27 | a |\n\n## Other\n")
+    heads = [Headline("core: intakes applied in process", "10,000/s")]
+    full = history(old, heads, 0.7, 900, quick=False)
+    rows = [r for r in full.splitlines() if r.startswith("| 20")]
+    assert rows[0] == "| 2026-11-27 | a |"
+    assert len(rows) == 2 and "| 0.70 s | 10,000/s | — |" in rows[1] and "15 min" in rows[1]
+    quick = history(old, heads, 0.7, 100, quick=True)
+    assert len([r for r in quick.splitlines() if r.startswith("| 20")]) == 1
