@@ -452,8 +452,8 @@ async def collect(quick: bool, step: Step = no_step) -> dict[str, Any]:
         r["fanout"] = {}
         for n in ((1000,) if quick else (1000, 5000)):
             step(f"fan-out: {n:,} clients")
-            r["fanout"][n] = (await fanout("dispatch", cfg, n, 10 if quick else 50, bodies[0]),
-                              await fanout("baseline", cfg, n, 10 if quick else 50, bodies[0]))
+            r["fanout"][n] = (await fanout("dispatch", cfg, n, 10 if quick else 25, bodies[0]),
+                              await fanout("baseline", cfg, n, 10 if quick else 25, bodies[0]))
     return r
 
 
