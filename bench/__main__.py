@@ -87,7 +87,7 @@ def render_doc(sections: list[Section], quick: bool, took_s: float, speed_s: flo
     parts = [
         "# Performance", "",
         "Written by `python -m bench` (the full run, about "
-        f"{took_s / 60:.0f} minutes here); rerun it to measure your machine. `python -m bench "
+        f"{took_s / 60:.1f} minutes here); rerun it to measure your machine. `python -m bench "
         "--quick` runs everything at smaller sizes in under two minutes and only prints; "
         "`python -m bench --only server` reruns one module and replaces its section. Each "
         "module also runs on its own (`python -m bench.bench_server`, …).", "",
@@ -129,7 +129,7 @@ def history(old_doc: str, heads: list[Headline], speed_s: float, took_s: float,
             f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M}", f"{speed_s:.2f} s",
             fig("core: intakes"), fig("routing, one point"), fig("intake → push p99 at 500"),
             fig("load ceiling (push p99 < 100 ms), one process, embedded"),
-            f"{took_s / 60:.0f} min"]) + " |")
+            f"{took_s / 60:.1f} min"]) + " |")
     return "\n".join([
         "One row per full run on this machine (the rows before are kept when the report is "
         "rewritten). The machine is shared and its speed changes between sessions: read the "

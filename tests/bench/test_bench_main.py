@@ -62,6 +62,6 @@ def test_history_keeps_earlier_rows_and_adds_full_runs_only():
     full = history(old, heads, 0.7, 900, quick=False)
     rows = [r for r in full.splitlines() if r.startswith("| 20")]
     assert rows[0] == "| 2026-11-27 | a |"
-    assert len(rows) == 2 and "| 0.70 s | 10,000/s | — |" in rows[1] and "15 min" in rows[1]
+    assert len(rows) == 2 and "| 0.70 s | 10,000/s | — |" in rows[1] and "15.0 min" in rows[1]
     quick = history(old, heads, 0.7, 100, quick=True)
     assert len([r for r in quick.splitlines() if r.startswith("| 20")]) == 1
