@@ -64,36 +64,47 @@ def _pct(a: list[float]) -> tuple[float, float]:
     return float(np.percentile(v, 50)), float(np.percentile(v, 99))
 
 
-def per_point(ds: GeoDataset, n: int, rng: np.random.Generator) -> dict:
-    """locate + route + nearest unit, one point at a time; and the bare STRtree.query."""
-    router, units = Router(ds), UnitIndex(ds)
-    gtree = router._levels["grid"].tree
-    city = ds.regions[ds.city_id].geometry
-    xs, ys = _inside(city, n, rng)
-    # a third of the units have fresh positions, some stale
+def time_points(ds: GeoDataset, router: Router, units: UnitIndex, n: int,
+                rng: np.random.Generator) -> dict[str, list[float]]:
+    """Per point (ns): locate, nearest unit, both, and the bare grid ``STRtree.query``.
+
+    A third of the units have positions (some stale), 10 % are busy, and the loaded data
+    is frozen out of the garbage collector's way, as a server does after loading.
+    """
+    xs, ys = _inside(ds.regions[ds.city_id].geometry, n, rng)
     ids = units.unit_ids
     for k in rng.choice(len(ids), len(ids) // 3, replace=False).tolist():
         units.update_position(ids[k], float(xs[k % n]), float(ys[k % n]),
                               NOW - float(rng.uniform(0, 600)))
     busy = frozenset(ids[k] for k in rng.choice(len(ids), len(ids) // 10, replace=False))
+    gtree = router._levels["grid"].tree
+    pts = list(zip(xs.tolist(), ys.tolist(), strict=True))
     gc.collect()
     gc.freeze()
-    pts = list(zip(xs.tolist(), ys.tolist(), strict=True))
     for x, y in pts[:500]:  # warm up
         units.recommend(router.locate(x, y).team, x, y, NOW, busy)
-    full, bare = [], []
+    out: dict[str, list[float]] = {"locate": [], "unit": [], "full": [], "bare": []}
     clock = time.perf_counter_ns
     for x, y in pts:
         t0 = clock()
         r = router.locate(x, y)
-        units.recommend(r.team, x, y, NOW, busy)
         t1 = clock()
-        gtree.query(shapely.Point(x, y), predicate="intersects")
+        units.recommend(r.team, x, y, NOW, busy)
         t2 = clock()
-        full.append(t1 - t0)
-        bare.append(t2 - t1)
+        gtree.query(shapely.Point(x, y), predicate="intersects")
+        t3 = clock()
+        out["locate"].append(t1 - t0)
+        out["unit"].append(t2 - t1)
+        out["full"].append(t2 - t0)
+        out["bare"].append(t3 - t2)
     gc.unfreeze()
-    return {"full": _pct(full), "bare": _pct(bare), "n": n}
+    return out
+
+
+def per_point(ds: GeoDataset, n: int, rng: np.random.Generator) -> dict:
+    """locate + route + nearest unit, one point at a time; and the bare STRtree.query."""
+    t = time_points(ds, Router(ds), UnitIndex(ds), n, rng)
+    return {"full": _pct(t["full"]), "bare": _pct(t["bare"]), "n": n}
 
 
 def batch(ds: GeoDataset, n: int, rng: np.random.Generator) -> dict:

@@ -106,48 +106,6 @@ def _geo_dataset(demo: bool, factor: int, towns: int, grids: int,
     return ds, time.perf_counter() - t
 
 
-def _time_points(ds: Any, router: Any, units: Any, n: int) -> dict[str, list[float]]:
-    """Per point (ns): locate, nearest unit, and the bare grid ``STRtree.query``.
-
-    The same set-up as ``bench_geo.per_point`` (a third of the units with positions, some
-    stale; 10 % busy; ``gc.freeze`` of the loaded data), on the router already built.
-    """
-    import numpy as np
-    import shapely
-
-    from bench.bench_geo import _inside
-
-    rng = np.random.default_rng(11)
-    xs, ys = _inside(ds.regions[ds.city_id].geometry, n, rng)
-    ids = units.unit_ids
-    for k in rng.choice(len(ids), len(ids) // 3, replace=False).tolist():
-        units.update_position(ids[k], float(xs[k % n]), float(ys[k % n]),
-                              NOW - float(rng.uniform(0, 600)))
-    busy = frozenset(ids[k] for k in rng.choice(len(ids), len(ids) // 10, replace=False))
-    gtree = router._levels["grid"].tree
-    pts = list(zip(xs.tolist(), ys.tolist(), strict=True))
-    gc.collect()
-    gc.freeze()
-    for x, y in pts[:500]:  # warm up
-        units.recommend(router.locate(x, y).team, x, y, NOW, busy)
-    out: dict[str, list[float]] = {"locate": [], "unit": [], "full": [], "bare": []}
-    clock = time.perf_counter_ns
-    for x, y in pts:
-        t0 = clock()
-        r = router.locate(x, y)
-        t1 = clock()
-        units.recommend(r.team, x, y, NOW, busy)
-        t2 = clock()
-        gtree.query(shapely.Point(x, y), predicate="intersects")
-        t3 = clock()
-        out["locate"].append(t1 - t0)
-        out["unit"].append(t2 - t1)
-        out["full"].append(t2 - t0)
-        out["bare"].append(t3 - t2)
-    gc.unfreeze()
-    return out
-
-
 def child_geo(demo: bool, factor: int, towns: int, grids: int, units: int, points: int,
               loads: int) -> dict[str, Any]:
     """One geography size in this (fresh) process: build, memory, per-point timings."""
@@ -179,8 +137,12 @@ def child_geo(demo: bool, factor: int, towns: int, grids: int, units: int, point
         Router(again), UnitIndex(again)
         files_s.append(s + time.perf_counter() - t)
         del again
+    import numpy as np
+
+    from bench.bench_geo import time_points
+
     us = {k: [v / 1000 for v in vs] for k, vs in
-          _time_points(ds, router, unit_index, points).items()}
+          time_points(ds, router, unit_index, points, np.random.default_rng(11)).items()}
     s = ds.summary()
     return {"demo": demo, "factor": factor, "regions": len(ds.regions),
             "townships": s["regions"]["township"], "grids": s["regions"]["grid"],
