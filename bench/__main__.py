@@ -23,6 +23,7 @@ from collections.abc import Callable
 
 from tqdm import tqdm
 
+from bench import report
 from bench.report import PERF_DOC, Headline, Section, cpu_model, md_table, update_section
 
 # name, module, rough share of a full run's time (for the progress bar)
@@ -154,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
                     "when --quick")
     ap.add_argument("--no-write", action="store_true", help="never touch docs/performance.md")
     a = ap.parse_args(argv)
+    write = not a.no_write and (a.write or not a.quick)
+    report.WRITE_PLOTS = write
     chosen = [m for m in MODULES if not a.only or m[0] in a.only]
     speed = python_speed()
     t0 = time.perf_counter()
@@ -178,7 +181,6 @@ def main(argv: list[str] | None = None) -> int:
           f"{' (--quick)' if a.quick else ''}; Python yardstick {speed:.2f} s; "
           + ", ".join(f"{k} {v:.0f} s" for k, v in times.items()) + ".\n")
     print_table(summary_rows(heads))
-    write = not a.no_write and (a.write or not a.quick)
     if write and not a.only:
         PERF_DOC.write_text(render_doc(sections, a.quick, took, speed), encoding="utf-8")
         print(f"\nwrote {PERF_DOC}")

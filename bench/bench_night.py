@@ -38,6 +38,7 @@ import orjson
 import websockets
 import yaml
 
+from bench import report
 from bench.bench_server import (
     Client,
     Generator,
@@ -903,6 +904,7 @@ if __name__ == "__main__":
     ap.add_argument("--quick", action="store_true", help="2-s phases (~20 s in all)")
     ap.add_argument("--no-write", action="store_true", help="do not touch docs/performance.md")
     a = ap.parse_args()
+    report.WRITE_PLOTS = not a.no_write
     started = time.perf_counter()
     section = run(a.quick, step=lambda s: print(f"[{time.perf_counter() - started:5.1f} s] {s}",
                                                 flush=True))

@@ -37,7 +37,7 @@ import orjson
 import websockets
 import yaml
 
-from bench import crowd
+from bench import crowd, report
 from bench.report import (
     PERF_DOC,
     Headline,
@@ -728,4 +728,5 @@ if __name__ == "__main__":
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--no-write", action="store_true", help="do not touch docs/performance.md")
     a = ap.parse_args()
+    report.WRITE_PLOTS = not a.no_write
     asyncio.run(main(a.quick, not a.no_write))

@@ -58,6 +58,7 @@ def update_section(doc: Path, title: str, body: str) -> None:
 
 PERF_DOC = Path(__file__).resolve().parents[1] / "docs" / "performance.md"
 PLOT_DIR = PERF_DOC.parent / "perf"
+WRITE_PLOTS = True  # python -m bench turns it off when it does not write the report
 
 
 @dataclass
@@ -92,7 +93,13 @@ def no_step(_: str) -> None:
 def plot_lines(name: str, title: str, xlabel: str, ylabel: str,
                series: dict[str, list[tuple[float, float]]], *, logx: bool = False,
                logy: bool = False, hline: tuple[float, str] | None = None) -> Path:
-    """Write ``docs/perf/<name>.png``: one line per series (label → [(x, y), …])."""
+    """Write ``docs/perf/<name>.png``: one line per series (label → [(x, y), …]).
+
+    Returns the path; writes nothing when ``WRITE_PLOTS`` is off (a run that only prints).
+    """
+    path = PLOT_DIR / f"{name}.png"
+    if not WRITE_PLOTS:
+        return path
     import matplotlib
 
     matplotlib.use("Agg")
@@ -117,7 +124,6 @@ def plot_lines(name: str, title: str, xlabel: str, ylabel: str,
     ax.grid(True, alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    path = PLOT_DIR / f"{name}.png"
     fig.savefig(path)
     plt.close(fig)
     return path

@@ -65,3 +65,14 @@ def test_history_keeps_earlier_rows_and_adds_full_runs_only():
     assert len(rows) == 2 and "| 0.70 s | 10,000/s | — |" in rows[1] and "15.0 min" in rows[1]
     quick = history(old, heads, 0.7, 100, quick=True)
     assert len([r for r in quick.splitlines() if r.startswith("| 20")]) == 1
+
+
+def test_plots_are_not_written_when_the_report_is_not(tmp_path, monkeypatch):
+    from bench import report
+
+    monkeypatch.setattr(report, "PLOT_DIR", tmp_path)
+    monkeypatch.setattr(report, "WRITE_PLOTS", False)
+    path = report.plot_lines("p", "t", "x", "y", {"a": [(1, 2), (2, 3)]})
+    assert path == tmp_path / "p.png" and not path.exists()
+    monkeypatch.setattr(report, "WRITE_PLOTS", True)
+    assert report.plot_lines("p", "t", "x", "y", {"a": [(1, 2), (2, 3)]}).stat().st_size > 0
