@@ -614,7 +614,7 @@ def sections(r: dict[str, Any], quick: bool) -> list[Section]:
         "operator of the events' township, so each sees every event; a burst of events is "
         "posted and the time until every client has read every `event.created` is measured "
         "(crowd sockets: `bench/crowd.py`). 'bare' is `bench/baseline_server.py` "
-        "broadcasting the same.", "", md(fan_rows)])))
+        "broadcasting the same.", "", md_table(fan_rows)])))
     if "profile" in r:
         out.append(Section("Server: where the time goes", render_profile(r)))
     return out
@@ -685,10 +685,6 @@ def ceiling_of(ours: dict[str, Any], rates: list[float]) -> float | None:
                 and ours["rates"][r]["pushed"] == ours["rates"][r]["n"]), default=None)
 
 
-def md(rows: list[list[str]]) -> str:
-    return md_table(rows)
-
-
 def render(table: list[list[str]], r: dict[str, Any], quick: bool) -> str:
     emb, red, bare = r["embedded"], r["redis"], r["bare"]
     return "\n".join([
@@ -701,7 +697,7 @@ def render(table: list[list[str]], r: dict[str, Any], quick: bool) -> str:
         "(AOF everysec); 'bare' is `bench/baseline_server.py`: the same JSON parse and "
         "broadcast to the same scopes, no routing, journal, timers or auth.",
         "",
-        md(table),
+        md_table(table),
         "",
         f"Highest rate with push p99 < 100 ms and nothing lost (of the rates tried): "
         f"embedded **{fmt(ceiling_of(emb, r['rates']), 0)} events/s**, " + (

@@ -254,26 +254,21 @@ def _in_path(ev: dict[str, Any], region: str) -> bool:
     return any(ev.get(k) == region for k in EVENT_PATH_KEYS)
 
 
-async def writer(client: Client, hub: Hub, first: list[bytes] | AsyncIterator[bytes]
-                 ) -> None:
-    """The client's own task: send the catch-up messages, then drain the live queue."""
+async def writer(client: Client, hub: Hub, first: AsyncIterator[bytes]) -> None:
+    """The client's own task: send the first messages (a snapshot or a replay), then
+    drain the live queue."""
     ws = client.ws
     try:
-        if isinstance(first, list):
-            for data in first:
+        try:
+            async for data in first:
                 await ws.send_frame(data, WSMsgType.TEXT)
-        else:
-            try:
-                async for data in first:
-                    await ws.send_frame(data, WSMsgType.TEXT)
-            except (ConnectionError, RuntimeError, asyncio.CancelledError):
-                raise
-            except Exception:  # the journal could not be read (e.g. Redis is down)
-                log.warning("replay to a client failed; closing so it reconnects",
-                            exc_info=True)
-                client.closed = True
-                await ws.close(code=1011, message=b"replay failed; reconnect")
-                return
+        except (ConnectionError, RuntimeError, asyncio.CancelledError):
+            raise
+        except Exception:  # the journal could not be read (e.g. Redis is down)
+            log.warning("replay to a client failed; closing so it reconnects", exc_info=True)
+            client.closed = True
+            await ws.close(code=1011, message=b"replay failed; reconnect")
+            return
         client.direct = True
         while not client.closed and not ws.closed:
             if not client.queue:

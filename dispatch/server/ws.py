@@ -37,6 +37,10 @@ def _in_region(ev: dict[str, Any], region: str) -> bool:
     return region in (ev.get("grid"), ev.get("township"), ev.get("county"), ev.get("city"))
 
 
+async def _one(message: bytes) -> AsyncIterator[bytes]:
+    yield message
+
+
 REPLAY_BATCH = 500  # journal records read and rendered between two turns of the loop
 
 
@@ -88,11 +92,10 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
     remove = state.hub.add(client)
     upto = state.runtime.published_seq
     client.after_seq = upto
-    first: list[bytes] | AsyncIterator[bytes]
-    if since is not None and since <= upto and replay_fits(state, since, upto):
+    if since is not None and replay_fits(state, since, upto):
         first = catch_up(state, p, since, upto)
     else:
-        first = [snapshot(state, p, upto, None)]
+        first = _one(snapshot(state, p, upto, None))
     task = asyncio.create_task(writer(client, state.hub, first))
     try:
         async for msg in ws:
