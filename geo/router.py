@@ -267,8 +267,7 @@ class Router:
         Raises ``geo.coords.CoordinateError`` for NaN, infinite or out-of-range input.
         """
         x, y = validate(lon, lat)
-        pt = np.empty(1, dtype=object)
-        pt[0] = shapely.Point(x, y)
+        pt = shapely.points(np.array(((x, y),)))  # a 1-element array, as the tree wants
         zhits = self._zones.hits(pt, x, y) if self._zones.ids else []
         level, ties = self._find_region(pt, x, y)
         steps: list[dict[str, str]] = []

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Container
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -83,6 +84,9 @@ class UnitIndex:
         self._using = np.zeros(n, dtype=bool)  # _exyz holds the report
         self._until = np.full(n, -np.inf)      # report trusted until this time
         self._last_now = -np.inf
+        self._next_expiry = np.inf             # the earliest _until among used reports
+        self._watched: object = None           # the busy map whose changes _mask follows
+        self._mask = np.zeros(n, dtype=bool)
         self._rank = np.array([u.id for u in order], dtype=object).argsort(kind="stable")
         self._id_rank = np.empty(n, dtype=np.int64)
         self._id_rank[self._rank] = np.arange(n)  # position of each slot in id order
@@ -117,6 +121,7 @@ class UnitIndex:
         self._exyz[i] = _xyz(np.array([x]), np.array([y]))[:, 0]
         self._using[i] = True
         self._until[i] = float(at) + self.position_max_age_s
+        self._next_expiry = min(self._next_expiry, self._until[i])
         self._acc[i] = None if accuracy_m is None else float(accuracy_m)
         return True
 
@@ -143,11 +148,39 @@ class UnitIndex:
                 "accuracy_m": self._acc[i], "source": src, "age_s": age}
 
     # -- picking -----------------------------------------------------------------------------
+    def _busy_mask(self, busy: Container[str]) -> np.ndarray | None:
+        """A boolean mask of busy slots, when ``busy`` tells its changes (``watch``).
+
+        The first time a watchable map is seen its mask is built (one pass), then kept up to
+        date by its change callbacks; each recommendation then costs no per-unit lookups.
+        """
+        if busy is self._watched:
+            return self._mask
+        watch = getattr(busy, "watch", None)
+        if watch is None:
+            return None
+        mask = np.zeros(len(self.unit_ids), dtype=bool)
+        for u in busy:  # type: ignore[attr-defined]
+            s = self._slot.get(u)
+            if s is not None:
+                mask[s] = True
+
+        def changed(unit: str, flag: bool) -> None:
+            s = self._slot.get(unit)
+            if s is not None and self._watched is busy:
+                self._mask[s] = flag
+        self._watched, self._mask = busy, mask
+        watch(changed)
+        return mask
+
     def _available(self, idx: np.ndarray, busy: Container[str]) -> np.ndarray:
         if len(idx) == 0:
             return idx
+        mask = self._busy_mask(busy)
+        if mask is not None:
+            return idx[~mask[idx]]
         ids = self.unit_ids
-        if isinstance(busy, set | frozenset | dict) and len(busy) < len(idx):
+        if isinstance(busy, set | frozenset | dict | MappingProxyType) and len(busy) < len(idx):
             if not busy:
                 return idx
             gone = [s for u in busy if (s := self._slot.get(u)) is not None]
@@ -171,48 +204,53 @@ class UnitIndex:
             out.append((int(idx[k]), float(d[k]), src, age))
         return out
 
-    def _nearest_in_slice(self, sl: slice, lon: float, lat: float, now: float,
-                          busy: Container[str]) -> tuple[int, float, str, float | None] | None:
-        """The hot path: one team's contiguous slots, views only, a dot product per unit."""
+    def _refresh(self, now: float) -> None:
+        """Reports that went stale by ``now`` fall back to their base (one sweep per expiry)."""
         if now < self._last_now:  # time went back: re-derive which reports are fresh
-            fresh_all = self._until >= now
-            self._using[:] = fresh_all & ~np.isnan(self._at)
+            self._using[:] = (self._until >= now) & ~np.isnan(self._at)
             self._exyz[:] = self._bxyz
             if self._using.any():
                 u = self._using
                 self._exyz[u] = _xyz(self._lon[u], self._lat[u]).T
+            self._next_expiry = float(self._until[self._using].min(initial=np.inf))
         self._last_now = now
-        using = self._using[sl]
-        expired = using & (self._until[sl] < now)
-        if expired.any():  # reports that went stale since the last call fall back to base
-            k = np.flatnonzero(expired) + sl.start
+        if now > self._next_expiry:
+            k = np.flatnonzero(self._using & (self._until < now))
             self._exyz[k] = self._bxyz[k]
             self._using[k] = False
-        fresh = self._using[sl]
-        at = self._at[sl]
+            self._next_expiry = float(self._until[self._using].min(initial=np.inf))
+
+    def _nearest_in_slice(self, sl: slice, lon: float, lat: float, now: float,
+                          busy: Container[str]) -> tuple[int, float, str, float | None] | None:
+        """The hot path: one team's contiguous slots, views only, a dot product per unit."""
+        if sl.start == sl.stop:
+            return None
+        self._refresh(now)
         cl = math.cos(math.radians(lat))
-        p = np.array((cl * math.cos(math.radians(lon)), cl * math.sin(math.radians(lon)),
-                      math.sin(math.radians(lat))))
-        dot = self._exyz[sl] @ p
-        if not isinstance(busy, set | frozenset | dict | list | tuple) or busy:
+        rl = math.radians(lon)
+        dot = self._exyz[sl].dot((cl * math.cos(rl), cl * math.sin(rl),
+                                  math.sin(math.radians(lat))))
+        mask = self._busy_mask(busy)
+        if mask is not None:
+            dot[mask[sl]] = -np.inf
+        elif not isinstance(busy, set | frozenset | dict | MappingProxyType | list | tuple) or busy:
             ids = self.unit_ids
             for k in range(sl.start, sl.stop):
                 if ids[k] in busy:
                     dot[k - sl.start] = -np.inf
-        if not len(dot):
-            return None
         # first maximum: slots are in id order within a team, so exact ties (units at the
         # same base) go to the smallest id; the dot product resolves distances to ~mm
-        k = int(np.argmax(dot))
+        k = int(dot.argmax())
         if dot[k] == -np.inf:
             return None
         s = sl.start + k
-        ulon, ulat = ((self._lon[s], self._lat[s]) if fresh[k]
+        fresh = bool(self._using[s])
+        ulon, ulat = ((self._lon[s], self._lat[s]) if fresh
                       else (self._base_lon[s], self._base_lat[s]))
         d = _haversine1(lon, lat, float(ulon), float(ulat))
-        t = float(at[k])
-        src = "reported" if fresh[k] else ("base" if math.isnan(t) else "stale")
-        return sl.start + k, d, src, (None if math.isnan(t) else max(0.0, now - t))
+        t = float(self._at[s])
+        src = "reported" if fresh else ("base" if math.isnan(t) else "stale")
+        return s, d, src, (None if math.isnan(t) else max(0.0, now - t))
 
     def _pick(self, slot: int, dist: float, src: str, age: float | None, mutual: bool,
               routed: str | None, county: str | None) -> UnitPick:

@@ -12,8 +12,9 @@ live in one ``DeadlineBook``.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 import orjson
@@ -45,6 +46,37 @@ class Outcome:
     noop: bool = False
 
 
+class BusyUnits(dict[str, str]):
+    """Unit id → the open event it is on, telling watchers about each unit that becomes
+    busy or free (the unit index keeps a mask of busy slots instead of testing every unit
+    of a team against this dict on each recommendation)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._watchers: list[Callable[[str, bool], None]] = []
+
+    def watch(self, fn: Callable[[str, bool], None]) -> None:
+        """Call ``fn(unit, busy)`` after each change from now on."""
+        self._watchers.append(fn)
+
+    def __setitem__(self, unit: str, event_id: str) -> None:
+        fresh = unit not in self
+        super().__setitem__(unit, event_id)
+        if fresh:
+            for fn in self._watchers:
+                fn(unit, True)
+
+    def __delitem__(self, unit: str) -> None:
+        super().__delitem__(unit)
+        for fn in self._watchers:
+            fn(unit, False)
+
+    def _unsupported(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError("BusyUnits changes only through [] and del (watchers must see them)")
+
+    pop = popitem = clear = update = setdefault = __ior__ = _unsupported
+
+
 class Engine:
     """All events, their lifecycle, timers and escalation, as a fold over the journal."""
 
@@ -55,7 +87,8 @@ class Engine:
         self._counter = 0
         self._events: dict[str, dict[str, Any]] = {}
         self._open: dict[str, None] = {}
-        self._busy: dict[str, str] = {}
+        self._busy = BusyUnits()
+        self._busy_view = MappingProxyType(self._busy)
         self._by_external: dict[tuple[Any, str], str] = {}
         self._by_key: dict[str, str] = {}
         self._book = DeadlineBook()
@@ -79,9 +112,9 @@ class Engine:
         """Events not yet resolved or cancelled."""
         return (self._events[e] for e in list(self._open))
 
-    def busy_units(self) -> dict[str, str]:
-        """Units assigned to open events: unit id → event id."""
-        return dict(self._busy)
+    def busy_units(self) -> Mapping[str, str]:
+        """Units assigned to open events: unit id → event id (a live read-only view)."""
+        return self._busy_view
 
     def next_due(self) -> float | None:
         """When ``fire_due`` next has something to do (None: nothing scheduled)."""

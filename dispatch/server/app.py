@@ -27,7 +27,7 @@ from dispatch.runtime import Runtime, StoreUnavailableError
 from dispatch.server.auth import Principal, TokenBook
 from dispatch.server.hub import Hub
 from dispatch.server.metrics import Metrics
-from dispatch.server.render import event_json, iso
+from dispatch.server.render import Renderer, iso
 from dispatch.server.validation import ApiError
 
 log = logging.getLogger("dispatch.server")
@@ -72,9 +72,12 @@ class State:
     def tz(self) -> Any:
         return self.config.tz
 
+    renderer: Renderer | None = None
+
     def render(self, ev: dict[str, Any]) -> dict[str, Any]:
-        return event_json(ev, self.tz, self.clock.now(),
-                          float(self.config["timers"]["warn_fraction"]))
+        if self.renderer is None:
+            self.renderer = Renderer(self.tz, float(self.config["timers"]["warn_fraction"]))
+        return self.renderer(ev, self.clock.now())
 
     def iso(self, t: float | None) -> str | None:
         return iso(t, self.tz)

@@ -132,3 +132,32 @@ def test_time_going_back_rederives_freshness(units):
     back = units.recommend("t-ta1", 120.02, 28.02, NOW, set())
     assert back.unit == "u-0005" and back.explanation["position"] == "reported"
     assert back.distance_m == pytest.approx(0.0, abs=1e-6)
+
+
+UNIT_IDS = [f"u-{i:04d}" for i in range(1, 11)]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(UNIT_IDS), st.booleans()), max_size=30),
+       st.sampled_from(["t-c", "t-ca", "t-ta1", "t-ta3", "t-tb1", "t-x"]),
+       st.floats(119.99, 120.07), st.floats(27.99, 28.05))
+def test_watched_busy_map_matches_a_plain_set(toy_ds, changes, team, x, y):
+    """The mask the index keeps from the engine's BusyUnits answers as a plain set does,
+    after every change, and a replaced map (a restored engine) no longer moves it."""
+    from dispatch.core.engine import BusyUnits
+
+    ui = UnitIndex(toy_ds, 300)
+    ui.update_position("u-0003", 120.03, 28.02, NOW - 10)
+    old, busy = BusyUnits(), BusyUnits()
+    old["u-0001"] = "E0"
+    ui.recommend(team, x, y, NOW, old)  # the index follows ``old`` first
+    for unit, flag in changes:
+        if flag:
+            busy[unit] = "E1"
+        elif unit in busy:
+            del busy[unit]
+        old[unit] = "E2"  # must not leak into the mask once ``busy`` is followed
+        got, want = ui.recommend(team, x, y, NOW, busy), ui.recommend(team, x, y, NOW, set(busy))
+        assert (got and (got.unit, got.mutual_aid)) == (want and (want.unit, want.mutual_aid))
+        assert ([p.unit for p in ui.nearby(x, y, NOW, busy, n=4)]
+                == [p.unit for p in ui.nearby(x, y, NOW, set(busy), n=4)])
