@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -80,6 +81,9 @@ class Runtime:
         self.cluster: Any = None  # dispatch.cluster.Cluster when the store is shared
         self.published_seq = 0
         self._wake = asyncio.Event()
+        # when the deadline loop will next look; a change only wakes it to look earlier
+        # (an intake's deadlines are usually later than the earliest one already waited for)
+        self._wait_until = -math.inf
         self._timer_task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self.healthy = True
@@ -186,7 +190,9 @@ class Runtime:
     async def _commit(self, records: list[Record]) -> None:
         if not records:
             return
-        self._wake.set()
+        due = self.engine.next_due()
+        if due is not None and due < self._wait_until:
+            self._wake.set()  # the deadline loop sleeps past the new earliest deadline
         try:
             stored = await self.store.append(records)
         except Exception as exc:
@@ -214,6 +220,7 @@ class Runtime:
         while True:
             due = self.engine.next_due()
             delay = None if due is None else max(0.0, due - self.clock.now())
+            self._wait_until = math.inf if due is None else due
             self._wake.clear()
             if delay is None or delay > 0:
                 with contextlib.suppress(asyncio.TimeoutError):

@@ -212,14 +212,16 @@ class SqliteStore:
                 conn.execute("ROLLBACK")
             errors = {i: exc for i in range(len(batch))}
         assert self._loop is not None
-        for i, item in enumerate(batch):
-            self._loop.call_soon_threadsafe(_settle, item, errors.get(i))
+        # one wake-up of the event loop per transaction, not one per waiting caller
+        self._loop.call_soon_threadsafe(_settle, [(item, errors.get(i))
+                                                  for i, item in enumerate(batch)])
 
 
-def _settle(item: _Item, exc: BaseException | None) -> None:
-    if item.fut.done():
-        return
-    if exc is not None:
-        item.fut.set_exception(exc)
-    else:
-        item.fut.set_result(item.out)
+def _settle(done: list[tuple[_Item, BaseException | None]]) -> None:
+    for item, exc in done:
+        if item.fut.done():
+            continue
+        if exc is not None:
+            item.fut.set_exception(exc)
+        else:
+            item.fut.set_result(item.out)
