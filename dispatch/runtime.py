@@ -41,6 +41,9 @@ Listener = Callable[[list[Record]], None]
 PositionListener = Callable[[str], None]
 
 
+TIMER_COMMITS_MAX = 64  # firings in flight to the store at once (bounded if it hangs)
+
+
 class StoreUnavailableError(Exception):
     """The store could not make a change durable; nothing was answered."""
 
@@ -84,6 +87,8 @@ class Runtime:
         # when the deadline loop will next look; a change only wakes it to look earlier
         # (an intake's deadlines are usually later than the earliest one already waited for)
         self._wait_until = -math.inf
+        self._timer_commits: set[asyncio.Task[None]] = set()
+        self._timer_failed = False
         self._timer_task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self.healthy = True
@@ -146,6 +151,8 @@ class Runtime:
             self._timer_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._timer_task
+        if self._timer_commits:  # firings still being made durable
+            await asyncio.gather(*self._timer_commits, return_exceptions=True)
         if self.cluster is not None:
             await self.cluster.stop()
         if self.healthy and self.engine.last_seq == self.published_seq:
@@ -217,6 +224,14 @@ class Runtime:
                 log.exception("listener failed")
 
     async def _deadline_loop(self) -> None:
+        """Fire deadlines as they fall due.
+
+        A firing's records are committed by a task of their own, so deadlines that fall due
+        while the journal syncs fire on time instead of waiting for that sync (the writer
+        commits them together); they are pushed, in seq order, once durable. When the store
+        refuses a firing the engine is rolled back (``_commit``) and the loop waits a second
+        before firing again.
+        """
         while True:
             due = self.engine.next_due()
             delay = None if due is None else max(0.0, due - self.clock.now())
@@ -226,10 +241,27 @@ class Runtime:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), timeout=delay)
                 continue
-            try:
-                await self.fire_due()
-            except StoreUnavailableError:
+            if self._timer_failed:
+                self._timer_failed = False
                 await asyncio.sleep(1.0)
+                continue
+            if len(self._timer_commits) >= TIMER_COMMITS_MAX:
+                await asyncio.wait(self._timer_commits, return_when=asyncio.FIRST_COMPLETED)
+                continue
+            out = self.engine.fire_due(self.clock.now())
+            for rec in out.records:
+                self.fired_total[rec.action] = self.fired_total.get(rec.action, 0) + 1
+            if out.records:
+                task = asyncio.create_task(self._commit_fired(out.records))
+                self._timer_commits.add(task)
+                task.add_done_callback(self._timer_commits.discard)
+
+    async def _commit_fired(self, records: list[Record]) -> None:
+        try:
+            await self._commit(records)
+        except StoreUnavailableError:
+            self._timer_failed = True
+            self._wake.set()
 
 
 def _store_options(config: Config) -> dict[str, Any]:

@@ -1,0 +1,103 @@
+"""The runtime's deadline loop: firings are not held up by a slow journal, are pushed in seq
+order once durable, and a store that refuses them rolls the engine back and retries."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from dispatch.clock import FakeClock
+from dispatch.config import load_config
+from dispatch.core.records import Record
+from dispatch.runtime import Runtime
+from dispatch.store.memory import MemoryStore
+
+from .conftest import BEIYANG_RESERVOIR, write_config
+
+
+class GatedStore(MemoryStore):
+    """A journal whose writes wait for ``gate`` (a slow fsync) or fail (a full disk)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.fail = False
+        self.waiting = 0
+        self.refused = 0
+
+    async def append(self, records: list[Record]) -> list[Record]:
+        self.waiting += 1
+        await self.gate.wait()
+        self.waiting -= 1
+        if self.fail:
+            self.refused += 1
+            raise OSError("disk full")
+        return await super().append(records)
+
+
+async def until(cond, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
+    end = asyncio.get_running_loop().time() + timeout
+    while not cond():
+        assert asyncio.get_running_loop().time() < end, "timed out"
+        await asyncio.sleep(0.005)
+
+
+@pytest.fixture
+async def rt(tmp_path: Path):  # type: ignore[no-untyped-def]
+    cfg = load_config(write_config(tmp_path))
+    clock = FakeClock()
+    runtime = Runtime(cfg, clock=clock, store=GatedStore())
+    await runtime.start()
+    yield runtime
+    runtime.store.gate.set()  # type: ignore[attr-defined]
+    await runtime.stop()
+
+
+def intake(n: int) -> dict[str, object]:
+    lon, lat = BEIYANG_RESERVOIR
+    return {"category": "noise", "location": {"lon": lon, "lat": lat + n * 1e-4},
+            "description": f"timer test {n}"}
+
+
+async def test_firings_do_not_wait_for_the_journal_and_publish_in_order(rt: Runtime) -> None:
+    published: list[int] = []
+    rt.subscribe(lambda recs: published.extend(r.seq for r in recs))
+    a = (await rt.create(intake(1), "op")).event
+    rt.clock.advance(20)  # type: ignore[attr-defined]
+    b = (await rt.create(intake(2), "op")).event
+    store = rt.store
+    store.gate.clear()  # type: ignore[attr-defined]
+    rt.clock.set(a["deadlines"]["respond"] + 0.01)  # type: ignore[attr-defined]
+    rt.wake()
+    await until(lambda: store.waiting == 1)  # type: ignore[attr-defined]
+    assert "respond:breach" in rt.engine.get(a["id"])["fired"]
+    # the first firing is still syncing; the next deadline fires on time all the same
+    rt.clock.set(b["deadlines"]["respond"] + 0.01)  # type: ignore[attr-defined]
+    rt.wake()
+    await until(lambda: store.waiting == 2)  # type: ignore[attr-defined]
+    assert "respond:breach" in rt.engine.get(b["id"])["fired"]
+    assert published == [a["seq"], b["seq"]]  # nothing is pushed before it is durable
+    store.gate.set()  # type: ignore[attr-defined]
+    await until(lambda: len(published) > 2 and rt.published_seq == rt.engine.last_seq)
+    assert published == sorted(published) and len(set(published)) == len(published)
+    assert [r.seq for r in store.records] == published  # type: ignore[attr-defined]
+
+
+async def test_a_refused_firing_is_rolled_back_and_fired_again(rt: Runtime) -> None:
+    ev = (await rt.create(intake(3), "op")).event
+    store = rt.store
+    store.fail = True  # type: ignore[attr-defined]
+    rt.clock.set(ev["deadlines"]["respond"] + 0.01)  # type: ignore[attr-defined]
+    rt.wake()
+    await until(lambda: store.refused == 1)  # type: ignore[attr-defined]
+    await asyncio.sleep(0)  # let the refused commit finish its rollback
+    assert rt.engine.last_seq == ev["seq"]  # the firing was undone: the journal's state
+    assert "respond:breach" not in rt.engine.get(ev["id"])["fired"]
+    store.fail = False  # type: ignore[attr-defined]
+    await until(lambda: rt.published_seq > ev["seq"], timeout=5.0)  # after the 1 s pause
+    assert store.refused == 1  # type: ignore[attr-defined]  # it waited, it did not spin
+    assert "respond:breach" in rt.engine.get(ev["id"])["fired"]
+    assert [r.action for r in store.records][1:3] == ["breached", "escalated"]  # type: ignore[attr-defined]
