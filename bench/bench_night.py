@@ -103,7 +103,7 @@ class Plan:
 # --quick keeps the shape in 6 s (about 20 s in all with start-up, tail and checks), with
 # windows short enough that every stage fires before the checks.
 FULL = Plan((Phase("mean", 10, 15), Phase("burst", 100, 60), Phase("mean again", 10, 15)),
-            {"respond_s": 15, "depart_s": 40, "arrive_s": 90}, settle_s=2.0, tail_max_s=120.0)
+            {"respond_s": 15, "depart_s": 40, "arrive_s": 90}, settle_s=2.0, tail_max_s=45.0)
 QUICK = Plan((Phase("mean", 10, 2), Phase("burst", 100, 2), Phase("mean again", 10, 2)),
              {"respond_s": 1.5, "depart_s": 3, "arrive_s": 4.5}, settle_s=1.0,
              tail_max_s=15.0)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -90,7 +90,10 @@ def chain_encoded(records: Iterable[Record],
     for r in records:
         data = canonical(r, prev_hash)
         h = hashlib.sha256(data).hexdigest()
-        out.append((replace(r, prev_hash=prev_hash, hash=h), data))
+        # the constructor, not dataclasses.replace: this runs per record on the writer thread
+        out.append((Record(r.seq, r.event_id, r.version, r.action, r.actor, r.at,
+                           r.received_at, r.before, r.after, r.note, r.extra, prev_hash, h),
+                    data))
         prev_hash = h
     return out
 
