@@ -21,9 +21,17 @@ from geo.coords import validate
 from geo.model import GeoDataset
 
 
+def _unit_xyz(lon: float, lat: float) -> tuple[float, float, float]:
+    """The point's unit vector on the sphere. Every vector (bases, reports, queries) is made
+    here, with the same arithmetic, so units at the same place tie exactly."""
+    cl, rl = math.cos(math.radians(lat)), math.radians(lon)
+    return cl * math.cos(rl), cl * math.sin(rl), math.sin(math.radians(lat))
+
+
 def _xyz(lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
-    lo, la = np.radians(lon), np.radians(lat)
-    return np.array([np.cos(la) * np.cos(lo), np.cos(la) * np.sin(lo), np.sin(la)])
+    """``_unit_xyz`` of each point, as an (n, 3) array."""
+    return np.array([_unit_xyz(float(x), float(y)) for x, y in zip(lon, lat, strict=True)],
+                    dtype=float).reshape(len(lon), 3)
 
 
 def _haversine1(lon1: float, lat1: float, lon2: float, lat2: float) -> float:
@@ -78,7 +86,7 @@ class UnitIndex:
         self._at = np.full(n, np.nan)
         self._acc: list[float | None] = [None] * n
         # unit vectors on the sphere: ranking by great-circle distance = ranking by dot product
-        self._bxyz = _xyz(self._base_lon, self._base_lat).T.copy()  # (n, 3)
+        self._bxyz = _xyz(self._base_lon, self._base_lat)  # (n, 3)
         # the position each slot is ranked by: its report while fresh, else its base
         self._exyz = self._bxyz.copy()
         self._using = np.zeros(n, dtype=bool)  # _exyz holds the report
@@ -118,7 +126,7 @@ class UnitIndex:
         if not np.isnan(self._at[i]) and float(at) < self._at[i]:
             return False
         self._lon[i], self._lat[i], self._at[i] = x, y, float(at)
-        self._exyz[i] = _xyz(np.array([x]), np.array([y]))[:, 0]
+        self._exyz[i] = _unit_xyz(x, y)
         self._using[i] = True
         self._until[i] = float(at) + self.position_max_age_s
         self._next_expiry = min(self._next_expiry, self._until[i])
@@ -211,7 +219,7 @@ class UnitIndex:
             self._exyz[:] = self._bxyz
             if self._using.any():
                 u = self._using
-                self._exyz[u] = _xyz(self._lon[u], self._lat[u]).T
+                self._exyz[u] = _xyz(self._lon[u], self._lat[u])
             self._next_expiry = float(self._until[self._using].min(initial=np.inf))
         self._last_now = now
         if now > self._next_expiry:
@@ -226,10 +234,7 @@ class UnitIndex:
         if sl.start == sl.stop:
             return None
         self._refresh(now)
-        cl = math.cos(math.radians(lat))
-        rl = math.radians(lon)
-        dot = self._exyz[sl].dot((cl * math.cos(rl), cl * math.sin(rl),
-                                  math.sin(math.radians(lat))))
+        dot = self._exyz[sl].dot(_unit_xyz(lon, lat))
         mask = self._busy_mask(busy)
         if mask is not None:
             dot[mask[sl]] = -np.inf
