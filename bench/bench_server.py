@@ -509,7 +509,7 @@ async def collect(quick: bool, step: Step = no_step) -> dict[str, Any]:
         if not quick:  # a choice, measured: the event loop (uvloop is not a dependency)
             r["loops"] = await compare_loops(tmp, conf, clients, bodies, units, seconds, step)
         step("server CPU per request")
-        n_cpu = 1000 if quick else 3000
+        n_cpu = 600 if quick else 3000
         r["cpu"] = {kind: await cpu_per_request(kind, cfg, bodies, units, n_cpu)
                     for kind in ("dispatch", "baseline")}
         r["cpu_n"] = n_cpu
