@@ -226,12 +226,15 @@ class Runtime:
     async def _deadline_loop(self) -> None:
         """Fire deadlines as they fall due.
 
-        A firing's records are committed by a task of their own, so deadlines that fall due
+        Each firing runs in a task of its own that fires and hands the records to the store
+        in one step (so they reach the journal in seq order with every other change), then
+        waits for the commit while this loop goes back to the book: deadlines that fall due
         while the journal syncs fire on time instead of waiting for that sync (the writer
         commits them together); they are pushed, in seq order, once durable. When the store
         refuses a firing the engine is rolled back (``_commit``) and the loop waits a second
         before firing again.
         """
+        loop = asyncio.get_running_loop()
         while True:
             due = self.engine.next_due()
             delay = None if due is None else max(0.0, due - self.clock.now())
@@ -248,17 +251,21 @@ class Runtime:
             if len(self._timer_commits) >= TIMER_COMMITS_MAX:
                 await asyncio.wait(self._timer_commits, return_when=asyncio.FIRST_COMPLETED)
                 continue
-            out = self.engine.fire_due(self.clock.now())
-            for rec in out.records:
-                self.fired_total[rec.action] = self.fired_total.get(rec.action, 0) + 1
-            if out.records:
-                task = asyncio.create_task(self._commit_fired(out.records))
-                self._timer_commits.add(task)
-                task.add_done_callback(self._timer_commits.discard)
+            fired: asyncio.Future[None] = loop.create_future()
+            task = asyncio.create_task(self._fire_and_commit(fired))
+            self._timer_commits.add(task)
+            task.add_done_callback(self._timer_commits.discard)
+            await fired  # fired and handed to the store; the commit goes on in the task
 
-    async def _commit_fired(self, records: list[Record]) -> None:
+    async def _fire_and_commit(self, fired: asyncio.Future[None]) -> None:
         try:
-            await self._commit(records)
+            out = self.engine.fire_due(self.clock.now())
+        finally:
+            fired.set_result(None)  # the loop resumes only once this step has queued them
+        for rec in out.records:
+            self.fired_total[rec.action] = self.fired_total.get(rec.action, 0) + 1
+        try:
+            await self._commit(out.records)
         except StoreUnavailableError:
             self._timer_failed = True
             self._wake.set()

@@ -101,3 +101,27 @@ async def test_a_refused_firing_is_rolled_back_and_fired_again(rt: Runtime) -> N
     assert store.refused == 1  # type: ignore[attr-defined]  # it waited, it did not spin
     assert "respond:breach" in rt.engine.get(ev["id"])["fired"]
     assert [r.action for r in store.records][1:3] == ["breached", "escalated"]  # type: ignore[attr-defined]
+
+
+async def test_a_firing_reaches_the_journal_before_a_change_made_right_after_it(
+        rt: Runtime) -> None:
+    """The firing's records are handed to the store in the same step as they are made: an
+    intake that runs just after the firing gets the next seq and is appended after it."""
+    ev = (await rt.create(intake(4), "op")).event
+    real = rt.engine.fire_due
+    racing: list[asyncio.Task[object]] = []
+
+    def fire_due(now: float):  # type: ignore[no-untyped-def]
+        out = real(now)
+        if out.records and not racing:  # an HTTP intake already waiting to run
+            racing.append(asyncio.ensure_future(rt.create(intake(5), "op")))
+        return out
+
+    rt.engine.fire_due = fire_due  # type: ignore[method-assign]
+    rt.clock.set(ev["deadlines"]["respond"] + 0.01)  # type: ignore[attr-defined]
+    rt.wake()
+    await until(lambda: bool(racing) and racing[0].done())
+    assert racing[0].result().created  # not refused as out of order
+    seqs = [r.seq for r in rt.store.records]  # type: ignore[attr-defined]
+    assert seqs == list(range(1, len(seqs) + 1))
+    assert [r.action for r in rt.store.records][-1] == "created"  # type: ignore[attr-defined]
