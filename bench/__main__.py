@@ -108,8 +108,23 @@ def render_doc(sections: list[Section], quick: bool, took_s: float, speed_s: flo
     for s in sections:
         parts += [f"## {s.title}", "", with_plots(s), ""]
     old = PERF_DOC.read_text(encoding="utf-8") if PERF_DOC.exists() else ""
+    for title in KEPT:
+        body = section_of(old, title)
+        if body:
+            parts += [f"## {title}", "", body, ""]
     parts += [f"## {HISTORY}", "", history(old, heads, speed_s, took_s, quick), ""]
     return "\n".join(parts)
+
+
+# Written by hand, not measured by a run (e.g. before/after a change, with the commits
+# compared): kept as they are when the report is rewritten.
+KEPT = ("Changes, measured",)
+
+
+def section_of(doc: str, title: str) -> str:
+    """The body of ``## title`` in ``doc`` (up to the next ``## ``), stripped; "" if absent."""
+    m = re.search(rf"^## {re.escape(title)}\n(.*?)(?=^## |\Z)", doc, re.S | re.M)
+    return m.group(1).strip() if m else ""
 
 
 HISTORY = "Earlier runs"

@@ -103,10 +103,15 @@ def units_in_scope(state: State, p: Principal, narrow: str | None = None
     Units and teams are fixed by the data set, so each scope is computed once and kept:
     a snapshot for one of a thousand reconnecting clients then costs its own units only.
     """
+    units = state.runtime.dataset.units
+    if p.role == "field" and not p.sees_all():  # its own unit: no walk over all of them
+        u = units.get(p.unit or "")
+        return ((u.id,) if u is not None and (
+            narrow is None or narrow in state.team_paths.get(u.team, ())) else ())
     key = (p.role, p.region, p.unit, p.sees_all(), narrow)
     ids = state.unit_scopes.get(key)
     if ids is None:
-        ids = tuple(uid for uid, u in state.runtime.dataset.units.items()
+        ids = tuple(uid for uid, u in units.items()
                     if unit_visible(state, p, uid, u.team)
                     and (narrow is None or narrow in state.team_paths.get(u.team, ())))
         state.unit_scopes[key] = ids

@@ -76,3 +76,18 @@ def test_plots_are_not_written_when_the_report_is_not(tmp_path, monkeypatch):
     assert path == tmp_path / "p.png" and not path.exists()
     monkeypatch.setattr(report, "WRITE_PLOTS", True)
     assert report.plot_lines("p", "t", "x", "y", {"a": [(1, 2), (2, 3)]}).stat().st_size > 0
+
+
+def test_hand_written_sections_are_kept_when_the_report_is_rewritten(tmp_path, monkeypatch):
+    import bench.__main__ as bm
+
+    doc = tmp_path / "performance.md"
+    doc.write_text("# Performance\n\n## Server\n\nold figures\n\n## Changes, measured\n\n"
+                   "before / after, by hand\n\n| a | b |\n\n## Earlier runs\n\n", "utf-8")
+    monkeypatch.setattr(bm, "PERF_DOC", doc)
+    new = render_doc([Section("Server", "new figures")], quick=False, took_s=60, speed_s=1)
+    assert "old figures" not in new and "new figures" in new
+    kept = new.index("## Changes, measured\n\nbefore / after, by hand\n\n| a | b |\n")
+    assert new.index("## Server") < kept < new.index("## Earlier runs")
+    doc.write_text("# Performance\n", "utf-8")  # nothing to keep: no empty heading
+    assert "Changes, measured" not in render_doc([], quick=True, took_s=1, speed_s=1)

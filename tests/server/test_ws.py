@@ -87,6 +87,7 @@ async def test_field_unit_acts_over_the_socket(server):
     phone = await connect(server, who)
     snap = await recv(phone)
     assert [e["id"] for e in snap["events"]] == [ev["id"]]
+    assert [u["id"] for u in snap["units"]] == [ev["unit"]]  # its own unit, nothing else
     await phone.send(json.dumps({"type": "respond", "event": ev["id"], "id": "r1"}))
     ack = await recv_until(phone, lambda m: m.get("id") == "r1")
     assert ack["type"] == "ack" and ack["event"]["status"] == "responded"
