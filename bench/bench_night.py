@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import subprocess
 import tempfile
 import threading
 import time
@@ -48,6 +47,7 @@ from bench.bench_server import (
     proc_stats,
     sample_points,
     start_server,
+    stop_server,
     wait_up,
 )
 from bench.report import (
@@ -554,15 +554,6 @@ async def night(plan: Plan, step: Step) -> Night:
             stop_server(proc)
         n.log_counts = counts
         return n
-
-
-def stop_server(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 async def load(url: str, pid: int, city: City, plan: Plan, step: Step) -> Night:

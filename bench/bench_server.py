@@ -281,6 +281,16 @@ def start_server(kind: str, port: int, cfg: Path, profile_to: Path | None = None
     return proc
 
 
+def stop_server(proc: subprocess.Popen[bytes]) -> None:
+    """Stop a server ``start_server`` started: SIGTERM, and SIGKILL if it hangs."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 async def wait_up(url: str, timeout: float = 60) -> None:
     end = time.monotonic() + timeout
     async with aiohttp.ClientSession() as s:
@@ -357,11 +367,7 @@ async def measure(kind: str, cfg: Path, clients: list[Client], bodies: list[dict
         results["lost_city_deliveries"] = sum(total_sent - c.created for c in city)
         await gen.close()
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_server(proc)
     return results
 
 
@@ -394,11 +400,7 @@ async def fanout(kind: str, cfg: Path, n_clients: int, n_events: int, body: dict
         await gen.close()
         return got / max(elapsed, 1e-6) if got == expected else -got
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_server(proc)
 
 
 async def cpu_per_request(kind: str, cfg: Path, bodies: list[dict[str, Any]],
@@ -452,11 +454,7 @@ async def cpu_per_request(kind: str, cfg: Path, bodies: list[dict[str, Any]],
                 await asyncio.gather(*(one(i) for i in range(n)))
                 out[name] = (proc_stats(proc.pid)["cpu_s"] - c0) / n * 1e6
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_server(proc)
     return out
 
 
