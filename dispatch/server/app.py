@@ -67,16 +67,16 @@ class State:
     team_paths: dict[str, frozenset[str]] = field(default_factory=dict)
     unit_scopes: dict[tuple[Any, ...], tuple[str, ...]] = field(default_factory=dict)
     started: float = field(default_factory=time.time)
+    renderer: Renderer = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.renderer = Renderer(self.config.tz, float(self.config["timers"]["warn_fraction"]))
 
     @property
     def tz(self) -> Any:
         return self.config.tz
 
-    renderer: Renderer | None = None
-
     def render(self, ev: dict[str, Any]) -> dict[str, Any]:
-        if self.renderer is None:
-            self.renderer = Renderer(self.tz, float(self.config["timers"]["warn_fraction"]))
         return self.renderer(ev, self.clock.now())
 
     def iso(self, t: float | None) -> str | None:
