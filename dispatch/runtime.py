@@ -258,14 +258,10 @@ class Runtime:
             await fired  # fired and handed to the store; the commit goes on in the task
 
     async def _fire_and_commit(self, fired: asyncio.Future[None]) -> None:
+        # the loop resumes only after this step has fired and queued the records
+        fired.set_result(None)
         try:
-            out = self.engine.fire_due(self.clock.now())
-        finally:
-            fired.set_result(None)  # the loop resumes only once this step has queued them
-        for rec in out.records:
-            self.fired_total[rec.action] = self.fired_total.get(rec.action, 0) + 1
-        try:
-            await self._commit(out.records)
+            await self.fire_due()
         except StoreUnavailableError:
             self._timer_failed = True
             self._wake.set()
