@@ -352,22 +352,6 @@ async def ui(request: web.Request) -> web.Response:
                           "server_time": iso(state.clock.now(), state.tz)})
 
 
-async def healthz(request: web.Request) -> web.Response:
-    state = request.app[STATE]
-    rt = state.runtime
-    body = {"status": "ok" if rt.healthy else "failing", "seq": rt.engine.last_seq,
-            "events": sum(1 for _ in rt.engine.open_events()),
-            "ws_clients": len(state.hub.clients)}
-    return json_response(body, status=200 if rt.healthy else 503)
-
-
-async def metrics(request: web.Request) -> web.Response:
-    state = request.app[STATE]
-    assert state.metrics is not None
-    return web.Response(body=state.metrics.render(),
-                        headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
-
-
 ROUTES: list[tuple[str, str, Any]] = [
     ("POST", f"{V1}/events", create_event),
     ("GET", f"{V1}/events", list_events),
@@ -384,8 +368,6 @@ ROUTES: list[tuple[str, str, Any]] = [
     ("GET", f"{V1}/stats/export", export_stats),
     ("GET", f"{V1}/me", me),
     ("GET", f"{V1}/ui", ui),
-    ("GET", "/healthz", healthz),
-    ("GET", "/metrics", metrics),
 ]
 
 
