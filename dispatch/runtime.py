@@ -164,13 +164,19 @@ class Runtime:
 
     # -- commands ---------------------------------------------------------------------------
     async def create(self, fields: dict[str, Any], actor: str,
-                     idempotency_key: str | None = None) -> Outcome:
-        """Intake: route, dispatch, and answer once the record is durable."""
+                     idempotency_key: str | None = None,
+                     may_read: Callable[[dict[str, Any]], bool] | None = None) -> Outcome:
+        """Intake: route, dispatch, and answer once the record is durable.
+
+        ``fields["caller"]`` and ``may_read`` scope duplicate detection (``Engine.create``).
+        """
         if self.cluster is not None:
             return await self.cluster.run(  # type: ignore[no-any-return]
                 lambda now: self.engine.create(fields, actor, now,
-                                               idempotency_key=idempotency_key))
-        out = self.engine.create(fields, actor, self.clock.now(), idempotency_key=idempotency_key)
+                                               idempotency_key=idempotency_key,
+                                               may_read=may_read))
+        out = self.engine.create(fields, actor, self.clock.now(),
+                                 idempotency_key=idempotency_key, may_read=may_read)
         await self._commit(out.records)
         return out
 

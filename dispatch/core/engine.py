@@ -89,8 +89,10 @@ class Engine:
         self._open: dict[str, None] = {}
         self._busy = BusyUnits()
         self._busy_view = MappingProxyType(self._busy)
-        self._by_external: dict[tuple[Any, str], str] = {}
-        self._by_key: dict[str, str] = {}
+        # duplicate detection, per caller (contract §3): (caller, source, external_id) and
+        # (caller, idempotency key) → event id; caller None for events stored before callers
+        self._by_external: dict[tuple[str | None, Any, str], str] = {}
+        self._by_key: dict[tuple[str | None, str], str] = {}
         self._book = DeadlineBook()
         # undo log of the records this engine made: (seq, event id, state before, counter)
         self._undo: deque[tuple[int, str, dict[str, Any] | None, int]] = deque(
@@ -133,13 +135,22 @@ class Engine:
 
     # -- commands ---------------------------------------------------------------------------
     def create(self, fields: dict[str, Any], actor: str, now: float,
-               idempotency_key: str | None = None) -> Outcome:
+               idempotency_key: str | None = None,
+               may_read: Callable[[dict[str, Any]], bool] | None = None) -> Outcome:
         """Intake: route, dispatch at once if a team is found, start the 1/3/15 clocks.
 
-        Same (source, external_id) or same idempotency key again → the existing event, no
-        record (contract §3).
+        Duplicates belong to the caller (contract §3): ``fields["caller"]`` (an opaque id of
+        the token, kept on the event as ``caller`` and never shown to clients) with the same
+        idempotency key, or with the same (source, external_id), again → that caller's
+        existing event, no record. Another caller's identical key is a different key.
+
+        Events stored before callers were recorded have ``caller`` None. A caller None (a
+        command from the core's own tools) matches them as before; any other caller matches
+        one of them only when ``may_read(event)`` says it may read that event (so a hit is
+        never an event the caller could not see; an intake token, which reads no event,
+        never matches them and its retry of such a report makes a new event).
         """
-        existing = self._find_existing(fields, idempotency_key)
+        existing = self._find_existing(fields, idempotency_key, may_read)
         if existing is not None:
             return Outcome(existing, [], created=False, noop=True)
         cat = self.policy.category(fields["category"])
@@ -151,6 +162,7 @@ class Engine:
             "description": fields.get("description", ""), "source": fields.get("source"),
             "priority": cat.priority if fields.get("priority") is None else fields["priority"],
             "external_id": fields.get("external_id"), "idempotency_key": idempotency_key,
+            "caller": fields.get("caller"),
             "location": loc, "reporter": fields.get("reporter"),
             "reported_at": fields.get("reported_at"),
             "grid": route.grid, "township": route.township, "county": route.county,
@@ -277,10 +289,9 @@ class Engine:
         self._book.clear(eid)
         if ev.get("unit") and self._busy.get(ev["unit"]) == eid:
             del self._busy[ev["unit"]]
-        if ev.get("external_id") is not None:
-            self._by_external.pop((ev.get("source"), ev["external_id"]), None)
-        if ev.get("idempotency_key") is not None:
-            self._by_key.pop(ev["idempotency_key"], None)
+        for index, k in self._dup_keys(ev):
+            if index.get(k) == eid:
+                del index[k]
 
     def snapshot(self) -> bytes:
         """The whole state as bytes, for ``Store.save_snapshot(engine.last_seq, blob)``."""
@@ -299,14 +310,34 @@ class Engine:
         return eng
 
     # -- internals --------------------------------------------------------------------------
-    def _find_existing(self, fields: dict[str, Any],
-                       key: str | None) -> dict[str, Any] | None:
-        eid = None
+    def _find_existing(self, fields: dict[str, Any], key: str | None,
+                       may_read: Callable[[dict[str, Any]], bool] | None
+                       ) -> dict[str, Any] | None:
+        caller = fields.get("caller")
+        wanted: list[tuple[dict[Any, str], Any, Any]] = []
         if key is not None:
-            eid = self._by_key.get(key)
-        if eid is None and fields.get("external_id") is not None:
-            eid = self._by_external.get((fields.get("source"), fields["external_id"]))
-        return self._events[eid] if eid is not None else None
+            wanted.append((self._by_key, (caller, key), (None, key)))
+        if fields.get("external_id") is not None:
+            src, ext = fields.get("source"), fields["external_id"]
+            wanted.append((self._by_external, (caller, src, ext), (None, src, ext)))
+        for index, own, legacy in wanted:
+            eid = index.get(own)
+            if eid is not None:
+                return self._events[eid]
+            eid = index.get(legacy) if caller is not None and may_read is not None else None
+            if eid is not None and may_read is not None and may_read(self._events[eid]):
+                return self._events[eid]
+        return None
+
+    def _dup_keys(self, ev: dict[str, Any]) -> list[tuple[dict[Any, str], tuple[Any, ...]]]:
+        """An event's duplicate-detection keys, each with its index (see ``create``)."""
+        caller = ev.get("caller")
+        out: list[tuple[dict[Any, str], tuple[Any, ...]]] = []
+        if ev.get("idempotency_key") is not None:
+            out.append((self._by_key, (caller, ev["idempotency_key"])))
+        if ev.get("external_id") is not None:
+            out.append((self._by_external, (caller, ev.get("source"), ev["external_id"])))
+        return out
 
     def _check_at(self, ev: dict[str, Any], now: float, at: float | None) -> float:
         if at is None:
@@ -436,10 +467,8 @@ class Engine:
         eid = ev["id"]
         self._events[eid] = ev
         if old is None:
-            if ev.get("external_id") is not None:
-                self._by_external[(ev.get("source"), ev["external_id"])] = eid
-            if ev.get("idempotency_key") is not None:
-                self._by_key[ev["idempotency_key"]] = eid
+            for index, k in self._dup_keys(ev):
+                index.setdefault(k, eid)  # the first event under a key is the one it means
         if old is not None and old.get("unit") and self._busy.get(old["unit"]) == eid:
             del self._busy[old["unit"]]
         if ev["status"] in lc.OPEN_STATUSES:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from dispatch_scenario import Scenario
 from table_routing import OUTSIDE, T1, T2, T3, Z1
@@ -185,7 +187,6 @@ def test_chain_detects_edit_removal_and_reorder(scenario: Scenario) -> None:
     recs = chain(scenario.records)
     assert verify_chain(recs) is None
     edited = list(recs)
-    import dataclasses
     edited[2] = dataclasses.replace(recs[2], actor="someone else")
     assert verify_chain(edited)[0] == 3  # type: ignore[index]
     assert verify_chain(recs[:1] + recs[2:])[0] == 2  # type: ignore[index]
@@ -232,3 +233,70 @@ def test_confirm_limits_rollback(scenario: Scenario) -> None:
     assert scenario.engine.rollback(1) == ["E0000002"]
     with pytest.raises(ValueError):
         scenario.engine.rollback(0)
+
+
+def test_duplicates_belong_to_the_caller(scenario: Scenario) -> None:
+    a = scenario.create(T1, key="K", external_id="X-1", caller="aaaa")
+    assert a["caller"] == "aaaa"
+    # another caller's identical key or (source, external_id) is a different key
+    b = scenario.create(T1, key="K", caller="bbbb")
+    c = scenario.create(T1, external_id="X-1", caller="bbbb")
+    assert len({a["id"], b["id"], c["id"]}) == 3
+    # each caller gets its own event back
+    assert scenario.create(T2, key="K", caller="aaaa") is a
+    assert scenario.create(T2, external_id="X-1", caller="aaaa") is a
+    assert scenario.create(T2, key="K", caller="bbbb") is b
+    assert scenario.create(T2, external_id="X-1", caller="bbbb") is c
+    # the indexes are rebuilt by a replay of the journal and by a snapshot
+    replayed = Engine(scenario.policy, scenario.routing)
+    for r in scenario.records:
+        replayed.apply(r)
+    restored = Engine.restore(scenario.engine.snapshot(), scenario.policy, scenario.routing)
+    for eng in (replayed, restored):
+        for caller, kw, want in (("aaaa", {"idempotency_key": "K"}, a),
+                                 ("bbbb", {"idempotency_key": "K"}, b),
+                                 ("bbbb", {}, c)):
+            out = eng.create(scenario.fields(T2, caller=caller, external_id="X-1"), "op", 2e9,
+                             **kw)
+            assert out.noop and out.event == want
+        fresh = eng.create(scenario.fields(T2, caller="cccc", external_id="X-1"), "op", 2e9,
+                           idempotency_key="K")
+        assert fresh.created and fresh.event is not None and fresh.event["id"] == "E0000004"
+
+
+def test_events_without_a_caller_match_only_callers_that_may_read_them(
+        scenario: Scenario) -> None:
+    """Events stored before callers were recorded (``caller`` missing)."""
+    old = scenario.engine.create(scenario.fields(T1, external_id="OLD"), "op", scenario.t0,
+                                 idempotency_key="OLD-K")
+    assert old.event is not None
+    legacy = dict(old.records[0].after)
+    del legacy["caller"]
+    eng = Engine(scenario.policy, scenario.routing)
+    eng.apply(dataclasses.replace(old.records[0], after=legacy))
+    sees = eng.create(scenario.fields(T1, caller="aaaa", external_id="OLD"), "op", 2e9,
+                      may_read=lambda ev: True)
+    assert sees.noop and sees.event is not None and sees.event["id"] == old.event["id"]
+    sees = eng.create(scenario.fields(T1, caller="aaaa"), "op", 2e9, idempotency_key="OLD-K",
+                      may_read=lambda ev: True)
+    assert sees.noop and sees.event is not None and sees.event["id"] == old.event["id"]
+    # a caller that may not read it (or says nothing about what it reads) gets a new event
+    blind = eng.create(scenario.fields(T1, caller="bbbb", external_id="OLD"), "op", 2e9,
+                       idempotency_key="OLD-K", may_read=lambda ev: False)
+    assert blind.created and blind.event is not None and blind.event["id"] != old.event["id"]
+    silent = eng.create(scenario.fields(T1, caller="cccc", external_id="OLD"), "op", 2e9)
+    assert silent.created
+    # the core's own callers (no caller id) match them as before
+    none = eng.create(scenario.fields(T1, external_id="OLD"), "op", 2e9)
+    assert none.noop and none.event is not None and none.event["id"] == old.event["id"]
+
+
+def test_rollback_forgets_the_callers_keys(scenario: Scenario) -> None:
+    eng = scenario.engine
+    seq = eng.last_seq
+    eng.create(scenario.fields(T1, caller="aaaa", external_id="R"), "op", scenario.t0,
+               idempotency_key="RK")
+    eng.rollback(seq)
+    again = eng.create(scenario.fields(T1, caller="aaaa", external_id="R"), "op", scenario.t0,
+                       idempotency_key="RK")
+    assert again.created
