@@ -1,4 +1,12 @@
-"""The OpenAPI 3 document (``GET /api/openapi.json``); a test keeps it equal to the routes."""
+"""The OpenAPI 3.1 document (``GET /api/openapi.json``).
+
+It tells the truth about every operation: each status code the server can answer (the
+``/api/v1`` doors add 401 and 429 to every route, a body adds 400/413/415), the error body of
+contract §3, and the shapes of the answers. ``tests/server/test_api.py`` keeps its paths equal
+to the routes; ``tests/fuzz/test_schemathesis.py`` holds every answer to it. Ids of events and
+units outside the caller's scope answer 404 like unknown ones (contract v2 §6). The links
+from an intake to the operations on the event it made let a stateful fuzzer follow them.
+"""
 
 from __future__ import annotations
 
@@ -8,20 +16,176 @@ from aiohttp import web
 
 from dispatch.server.app import json_response
 
-ERROR = {"$ref": "#/components/schemas/Error"}
-EVENT = {"$ref": "#/components/schemas/Event"}
+
+def ref(name: str) -> dict[str, Any]:
+    return {"$ref": f"#/components/schemas/{name}"}
 
 
-def _resp(desc: str, schema: dict[str, Any] | None = None,
-          errors: tuple[int, ...] = (401, 403, 422, 429)) -> dict[str, Any]:
-    ok: dict[str, Any] = {"description": desc}
-    if schema is not None:
-        ok["content"] = {"application/json": {"schema": schema}}
-    out: dict[str, Any] = {"200": ok}
-    for code in errors:
-        out[str(code)] = {"description": "error",
-                          "content": {"application/json": {"schema": ERROR}}}
+def nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+STR = {"type": "string"}
+NSTR = {"type": ["string", "null"]}
+TIME = {"type": "string", "format": "date-time"}
+NTIME = nullable(TIME)
+NNUM = {"type": ["number", "null"]}
+STAGE = {"type": "string", "enum": ["respond", "depart", "arrive"]}
+STATUS = {"type": "string", "enum": ["new", "dispatched", "responded", "departed", "arrived",
+                                     "resolved", "cancelled"]}
+TIER = {"enum": ["township", "county", "city", None]}
+ROLE = {"type": "string", "enum": ["operator", "field", "supervisor", "intake", "department",
+                                   "admin"]}
+# A client time (contract §3 Bounds): ISO 8601 with offset, or epoch seconds.
+CLIENT_TIME = {"anyOf": [TIME, {"type": "number"}],
+               "description": "between 2000-01-01 and now + offline.max_skew_s"}
+ERROR_TEXT = {
+    400: "malformed JSON, a bad character or an oversized integer in the body",
+    401: "no or bad bearer token",
+    403: "the caller's role may not do this (or the target is outside its region)",
+    404: "unknown id, or an id outside the caller's scope (the same answer)",
+    409: "illegal transition; the body carries the current status",
+    413: "body over limits.max_body_bytes",
+    415: "Content-Type is not application/json",
+    422: "an invalid field (the error names it)",
+    429: "over the token's rate limit; retry_after_s says when to retry",
+    503: "the store cannot be written now; nothing was changed, retry",
+}
+
+LOCATION_IN = {"type": "object", "required": ["lon", "lat"], "properties": {
+    "lon": {"type": "number", "minimum": -180, "maximum": 180},
+    "lat": {"type": "number", "minimum": -90, "maximum": 90},
+    "crs": {"type": "string", "enum": ["wgs84", "gcj02", "bd09"], "default": "wgs84"}}}
+STAGE_STATS = {"type": "object", "required": ["counted", "p50_s", "p90_s", "max_s",
+                                              "within_pct"], "properties": {
+    "counted": {"type": "integer", "minimum": 0}, "p50_s": NNUM, "p90_s": NNUM, "max_s": NNUM,
+    "within_pct": NNUM}}
+EVENT_PROPS: dict[str, Any] = {
+    "id": STR, "status": STATUS, "tier": TIER, "category": STR, "description": NSTR,
+    "source": NSTR, "priority": {"type": ["integer", "null"]}, "external_id": NSTR,
+    "reporter": {"type": ["object", "null"]},
+    "location": {"type": "object", "required": ["lon", "lat"], "properties": {
+        "lon": {"type": "number"}, "lat": {"type": "number"}, "crs": STR,
+        "original": {"type": "object"}}},
+    **{k: NSTR for k in ("grid", "township", "county", "city", "zone", "team", "unit")},
+    "mutual_aid": {"type": "boolean"}, "routing": {"type": "object"},
+    "breaches": {"type": "array", "items": STAGE},
+    "version": {"type": "integer"}, "seq": {"type": ["integer", "null"]},
+    **{k: NTIME for k in ("created_at", "dispatched_at", "responded_at", "departed_at",
+                          "arrived_at", "resolved_at", "cancelled_at", "updated_at",
+                          "reported_at")},
+    "deadlines": {"type": "object", "properties": {s: NTIME for s in STAGE["enum"]}},
+    "next_deadline": nullable({"type": "object", "required": ["stage", "at"],
+                               "properties": {"stage": STAGE, "at": TIME}}),
+    "timer_state": {"type": "string", "enum": ["on_time", "warning", "breached", "escalated",
+                                               "closed"]},
+    "escalations": {"type": "array", "items": {"type": "object"}},
+}
+EVENT_REQUIRED = ["id", "status", "tier", "category", "location", "team", "unit", "mutual_aid",
+                  "created_at", "deadlines", "breaches", "timer_state", "next_deadline",
+                  "version"]
+TIMELINE = {"type": "array", "items": {"type": "object", "required": ["at", "action"],
+                                       "properties": {"at": NTIME, "action": STR}}}
+
+SCHEMAS: dict[str, Any] = {
+    "Error": {"type": "object", "required": ["error"], "properties": {"error": {
+        "type": "object", "required": ["code", "message"], "properties": {
+            "code": STR, "message": STR, "field": NSTR,
+            "status": {"type": "string", "description": "current status (409 only)"},
+            "retry_after_s": {"type": "number", "description": "429 only"}}}}},
+    "Intake": {"type": "object", "required": ["location", "category"], "properties": {
+        "location": LOCATION_IN, "category": {"type": "string", "maxLength": 64},
+        "description": {"type": "string", "maxLength": 2000},
+        "source": {"type": "string", "maxLength": 64},
+        "priority": {"type": "integer", "minimum": 1, "maximum": 3},
+        "external_id": {"type": "string", "maxLength": 128}, "reporter": {"type": "object"},
+        "reported_at": CLIENT_TIME}},
+    "Action": {"type": "object", "properties": {
+        "at": CLIENT_TIME, "unit": {"type": "string", "maxLength": 64},
+        "team": {"type": "string", "maxLength": 64},
+        "note": {"type": "string", "maxLength": 2000}}},
+    "Position": {"type": "object", "required": ["lon", "lat"], "properties": {
+        **LOCATION_IN["properties"],
+        "accuracy_m": {"type": "number", "minimum": 0, "maximum": 100000},
+        "at": CLIENT_TIME}},
+    "EventSummary": {"type": "object", "required": EVENT_REQUIRED, "properties": EVENT_PROPS},
+    "Event": {"type": "object", "required": [*EVENT_REQUIRED, "timeline"],
+              "properties": {**EVENT_PROPS, "timeline": TIMELINE}},
+    "EventList": {"type": "object", "required": ["events", "next"], "properties": {
+        "events": {"type": "array", "items": ref("EventSummary")}, "next": NSTR}},
+    "Unit": {"type": "object", "required": ["id", "name", "kind", "team", "lon", "lat", "at",
+                                            "source", "available", "event"], "properties": {
+        "id": STR, "name": STR, "kind": STR, "team": STR, "lon": {"type": "number"},
+        "lat": {"type": "number"}, "at": NTIME, "age_s": NNUM, "accuracy_m": NNUM,
+        "source": {"type": "string", "enum": ["reported", "base", "stale"]},
+        "available": {"type": "boolean"}, "event": NSTR}},
+    "UnitList": {"type": "object", "required": ["units"], "properties": {
+        "units": {"type": "array", "items": ref("Unit")}}},
+    "UnitPick": {"type": "object", "required": ["unit", "team", "mutual_aid", "distance_m"],
+                 "properties": {"unit": STR, "team": STR, "mutual_aid": {"type": "boolean"},
+                                "distance_m": {"type": "number"},
+                                "explanation": {"type": "object"}}},
+    "EventUnits": {"type": "object", "required": ["recommended", "nearby"], "properties": {
+        "recommended": nullable(ref("UnitPick")),
+        "nearby": {"type": "array", "items": ref("UnitPick")}}},
+    "Categories": {"type": "object", "required": ["categories"], "properties": {
+        "categories": {"type": "array", "items": {
+            "type": "object", "required": ["id", "name", "priority", "timers"], "properties": {
+                "id": STR, "name": STR, "priority": {"type": "integer"},
+                "timers": {"type": "object"}}}}}},
+    "Teams": {"type": "object", "required": ["teams"], "properties": {"teams": {
+        "type": "array", "items": {"type": "object", "required": ["id", "name", "level",
+                                                                  "region", "units"],
+                                   "properties": {
+            "id": STR, "name": STR, "level": STR, "region": STR,
+            "base": {"type": "array", "items": {"type": "number"}},
+            "units": {"type": "array", "items": STR}}}}}},
+    "FeatureCollection": {"type": "object", "required": ["type", "features"], "properties": {
+        "type": {"const": "FeatureCollection"}, "features": {"type": "array"}}},
+    "Stats": {"type": "object", "required": ["groups"], "properties": {"groups": {
+        "type": "array", "items": {"type": "object", "required": [
+            "key", "name", "count", "respond", "depart", "arrive"], "properties": {
+            "key": STR, "name": STR, "count": {"type": "integer", "minimum": 0},
+            **{s: STAGE_STATS for s in STAGE["enum"]}}}}}},
+    "Me": {"type": "object", "required": ["role", "region", "unit", "name"], "properties": {
+        "role": ROLE, "region": NSTR, "region_name": NSTR, "unit": NSTR, "team": NSTR,
+        "name": STR}},
+    "UI": {"type": "object", "required": ["tiles", "center", "zoom", "timezone"],
+           "properties": {"tiles": {"type": ["object", "null"]},
+                          "center": {"type": "array", "items": {"type": "number"}},
+                          "zoom": {"type": "number"}, "timezone": STR,
+                          "server_time": TIME}},
+    "Health": {"type": "object", "required": ["status"], "properties": {
+        "status": {"type": "string", "enum": ["ok", "failing"]},
+        "reason": STR, "seq": {"type": "integer"}, "events": {"type": "integer"},
+        "ws_clients": {"type": "integer"}}},
+}
+
+
+def _json(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"application/json": {"schema": schema}}
+
+
+def responses(ok: dict[str, Any], errors: tuple[int, ...]) -> dict[str, Any]:
+    """``ok`` (status → (description, content or None)) plus one entry per error status."""
+    out: dict[str, Any] = {}
+    for status, (desc, content) in ok.items():
+        out[str(status)] = {"description": desc, **({"content": content} if content else {})}
+    for status in errors:
+        out[str(status)] = {"description": ERROR_TEXT[status], "content": _json(ref("Error"))}
     return out
+
+
+# The doors of every /api/v1 route (auth, rate limit) and of every request body.
+API = (401, 429)
+BODY = (400, 413, 415, 422)
+
+
+def api_get(op_id: str, summary: str, schema: str, errors: tuple[int, ...] = (),
+            parameters: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    return {"operationId": op_id, "summary": summary, "parameters": parameters or [],
+            "responses": responses({200: (summary, _json(ref(schema)))},
+                                   tuple(sorted({*API, *errors})))}
 
 
 def _q(name: str, desc: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -29,126 +193,135 @@ def _q(name: str, desc: str, schema: dict[str, Any] | None = None) -> dict[str, 
             "schema": schema or {"type": "string"}}
 
 
-def _p(name: str) -> dict[str, Any]:
-    return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+def _p(name: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": schema or STR}
 
 
-LOCATION = {"type": "object", "required": ["lon", "lat"], "properties": {
-    "lon": {"type": "number", "minimum": -180, "maximum": 180},
-    "lat": {"type": "number", "minimum": -90, "maximum": 90},
-    "crs": {"type": "string", "enum": ["wgs84", "gcj02", "bd09"], "default": "wgs84"}}}
+def _body(name: str, required: bool = True) -> dict[str, Any]:
+    return {"required": required, "content": _json(ref(name))}
 
-SCHEMAS: dict[str, Any] = {
-    "Error": {"type": "object", "properties": {"error": {"type": "object", "properties": {
-        "code": {"type": "string"}, "message": {"type": "string"},
-        "field": {"type": ["string", "null"]}}}}},
-    "Intake": {"type": "object", "required": ["location", "category"], "properties": {
-        "location": LOCATION, "category": {"type": "string"},
-        "description": {"type": "string", "maxLength": 2000},
-        "source": {"type": "string"}, "priority": {"type": "integer", "minimum": 1, "maximum": 3},
-        "external_id": {"type": "string"}, "reporter": {"type": "object"},
-        "reported_at": {"type": "string", "format": "date-time"}}},
-    "Action": {"type": "object", "properties": {
-        "at": {"type": "string", "format": "date-time"}, "unit": {"type": "string"},
-        "team": {"type": "string"}, "note": {"type": "string", "maxLength": 2000}}},
-    "Position": {"type": "object", "required": ["lon", "lat"], "properties": {
-        **LOCATION["properties"], "accuracy_m": {"type": "number"},
-        "at": {"type": "string", "format": "date-time"}}},
-    "Event": {"type": "object", "properties": {k: {} for k in (
-        "id", "status", "tier", "category", "description", "source", "priority", "external_id",
-        "location", "grid", "township", "county", "zone", "team", "unit", "mutual_aid",
-        "created_at", "dispatched_at", "deadlines", "breaches", "timeline", "routing",
-        "timer_state", "next_deadline", "escalations", "seq", "version")}},
+
+ACTION_NAMES = ["respond", "depart", "arrive", "resolve", "cancel", "escalate", "reassign"]
+EVENT_ID = "$response.body#/id"
+LINKS = {
+    "GetEvent": {"operationId": "getEvent", "parameters": {"id": EVENT_ID}},
+    "EventUnits": {"operationId": "eventUnits", "parameters": {"id": EVENT_ID}},
+    "ActOnEvent": {"operationId": "actOnEvent", "parameters": {"id": EVENT_ID}},
 }
+TIME_FILTERS = [_q("since", "ISO 8601 or epoch seconds"), _q("until", "ISO 8601 or epoch seconds")]
+HTML = {"text/html": {"schema": STR}}
+PAGE_OK = {200: ("HTML page", HTML)}
 
 
-def _body(name: str) -> dict[str, Any]:
-    return {"required": name != "Action", "content": {
-        "application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}}}
+def _intake() -> dict[str, Any]:
+    made = {"description": "created and routed", "content": _json(ref("Event")), "links": LINKS}
+    again = {"description": "the caller's own existing event (same external_id from the same "
+             "source, or the same Idempotency-Key)", "content": _json(ref("Event")),
+             "links": LINKS}
+    out = responses({}, tuple(sorted({*API, *BODY, 403, 503})))
+    return {"operationId": "createEvent", "summary": "Take in an event; route and dispatch it",
+            "parameters": [{"name": "Idempotency-Key", "in": "header", "required": False,
+                            "schema": {"type": "string", "minLength": 1, "maxLength": 128}}],
+            "requestBody": _body("Intake"), "responses": {"200": again, "201": made, **out}}
 
 
 PATHS: dict[str, dict[str, Any]] = {
     "/api/v1/events": {
-        "post": {"summary": "Take in an event; route and dispatch it",
-                 "parameters": [{"name": "Idempotency-Key", "in": "header", "required": False,
-                                 "schema": {"type": "string"}}],
-                 "requestBody": _body("Intake"),
-                 "responses": {**_resp("existing event (idempotent replay)", EVENT,
-                                       (400, 401, 403, 413, 415, 422, 429, 503)),
-                               "201": {"description": "created",
-                                       "content": {"application/json": {"schema": EVENT}}}}},
-        "get": {"summary": "List events in scope", "parameters": [
+        "post": _intake(),
+        "get": api_get("listEvents", "Events in scope, newest first", "EventList",
+                       (403, 422), [
             _q("status", "comma-separated statuses"), _q("region", "region id"),
-            _q("team", "team id"), _q("since", "ISO 8601"), _q("until", "ISO 8601"),
-            _q("breached", "true|false"), _q("limit", "1..1000", {"type": "integer"}),
-            _q("cursor", "the `next` of the previous page")],
-            "responses": _resp("events", {"type": "object"})}},
-    "/api/v1/events/{id}": {"get": {"summary": "One event with its timeline",
-                                    "parameters": [_p("id")],
-                                    "responses": _resp("event", EVENT, (401, 403, 404))}},
-    "/api/v1/events/{id}/units": {"get": {"summary": "Recommended and nearby units",
-                                          "parameters": [_p("id")],
-                                          "responses": _resp("units", {"type": "object"})}},
+            _q("team", "team id"), *TIME_FILTERS, _q("breached", "true|false",
+                                                     {"type": "string",
+                                                      "enum": ["true", "false"]}),
+            _q("limit", "1..1000", {"type": "integer", "minimum": 1, "maximum": 1000}),
+            _q("cursor", "the `next` of the previous page")])},
+    "/api/v1/events/{id}": {"get": api_get("getEvent", "One event with its timeline", "Event",
+                                           (403, 404), [_p("id")])},
+    "/api/v1/events/{id}/units": {"get": api_get(
+        "eventUnits", "Recommended and nearby units (in the caller's scope)", "EventUnits",
+        (403, 404), [_p("id")])},
     "/api/v1/events/{id}/{action}": {"post": {
+        "operationId": "actOnEvent",
         "summary": "respond | depart | arrive | resolve | cancel | escalate | reassign",
-        "parameters": [_p("id"), {**_p("action"), "schema": {"type": "string", "enum": [
-            "respond", "depart", "arrive", "resolve", "cancel", "escalate", "reassign"]}}],
-        "requestBody": _body("Action"),
-        "responses": _resp("event after the action (or unchanged on a replay)", EVENT,
-                           (400, 401, 403, 404, 409, 415, 422, 429, 503))}},
-    "/api/v1/categories": {"get": {"summary": "Event categories and their timers",
-                                   "responses": _resp("categories", {"type": "object"})}},
-    "/api/v1/units/{id}/position": {"put": {"summary": "Report a unit's position",
-                                            "parameters": [_p("id")],
-                                            "requestBody": _body("Position"),
-                                            "responses": _resp("unit", {"type": "object"})}},
-    "/api/v1/units": {"get": {"summary": "Units in scope", "parameters": [_q("team", "team id")],
-                              "responses": _resp("units", {"type": "object"})}},
-    "/api/v1/teams": {"get": {"summary": "Teams in scope",
-                              "responses": _resp("teams", {"type": "object"})}},
-    "/api/v1/regions": {"get": {"summary": "Regions as simplified GeoJSON",
-                                "parameters": [_q("level", "city|county|township|grid")],
-                                "responses": _resp("FeatureCollection", {"type": "object"})}},
-    "/api/v1/zones": {"get": {"summary": "Zones as simplified GeoJSON",
-                              "responses": _resp("FeatureCollection", {"type": "object"})}},
-    "/api/v1/stats/response-times": {"get": {
-        "summary": "Response-time compliance per group",
-        "parameters": [_q("group_by", "township|team|category|day|county|zone"),
-                       _q("since", "ISO 8601"), _q("until", "ISO 8601"), _q("region", "id")],
-        "responses": _resp("groups", {"type": "object"})}},
+        "parameters": [_p("id"), _p("action", {"type": "string", "enum": ACTION_NAMES})],
+        "requestBody": _body("Action", required=False),
+        "responses": responses(
+            {200: ("the event after the action (unchanged on a replay)", _json(ref("Event")))},
+            tuple(sorted({*API, *BODY, 403, 404, 409, 503})))}},
+    "/api/v1/categories": {"get": api_get("categories", "Event categories and their timers",
+                                          "Categories")},
+    "/api/v1/units/{id}/position": {"put": {
+        "operationId": "putPosition", "summary": "Report a unit's position",
+        "parameters": [_p("id")], "requestBody": _body("Position"),
+        "responses": responses({200: ("the unit", _json(ref("Unit")))},
+                               tuple(sorted({*API, *BODY, 403, 404})))}},
+    "/api/v1/units": {"get": api_get("listUnits", "Units in scope", "UnitList", (403,),
+                                     [_q("team", "team id")])},
+    "/api/v1/teams": {"get": api_get("listTeams", "Teams in scope", "Teams")},
+    "/api/v1/regions": {"get": api_get(
+        "regions", "Regions as simplified GeoJSON", "FeatureCollection", (422,),
+        [_q("level", "default county and township",
+            {"type": "string", "enum": ["city", "county", "township", "grid"]})])},
+    "/api/v1/zones": {"get": api_get("zones", "Zones as simplified GeoJSON",
+                                     "FeatureCollection")},
+    "/api/v1/stats/response-times": {"get": api_get(
+        "responseTimes", "Response-time compliance per group (events in scope)", "Stats",
+        (403, 422), [_q("group_by", "township|team|category|day|county|zone"), *TIME_FILTERS,
+                     _q("region", "region id")])},
     "/api/v1/stats/export": {"get": {
+        "operationId": "exportStats",
         "summary": "The response-time table as CSV or Excel (Chinese headers)",
-        "parameters": [_q("format", "csv|xlsx"), _q("group_by", "as above"),
-                       _q("since", "ISO 8601"), _q("until", "ISO 8601"), _q("region", "id")],
-        "responses": _resp("file")}},
-    "/api/v1/me": {"get": {"summary": "Who the token is",
-                           "responses": _resp("principal", {"type": "object"})}},
-    "/api/v1/ui": {"get": {"summary": "Map settings for the pages",
-                           "responses": _resp("settings", {"type": "object"})}},
-    "/healthz": {"get": {"summary": "Liveness", "security": [],
-                         "responses": _resp("ok", {"type": "object"}, (503,))}},
-    "/metrics": {"get": {"summary": "Prometheus metrics", "security": [],
-                         "responses": _resp("text format", None, ())}},
-    "/ws": {"get": {"summary": "WebSocket (contract §4); ?token=, ?since=",
-                    "parameters": [_q("token", "bearer token for browsers"),
-                                   _q("since", "last seq seen", {"type": "integer"})],
-                    "responses": {"101": {"description": "switching protocols"}}}},
-    "/api/openapi.json": {"get": {"summary": "This document", "security": [],
-                                  "responses": _resp("OpenAPI 3", {"type": "object"}, ())}},
-    "/": {"get": {"summary": "Redirect to /ops", "security": [],
+        "parameters": [_q("format", "csv|xlsx"), _q("group_by", "as response-times"),
+                       *TIME_FILTERS, _q("region", "region id")],
+        "responses": responses({200: ("the file", {
+            "text/csv": {"schema": STR},
+            "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet":
+                {"schema": {"type": "string", "format": "binary"}}})},
+            tuple(sorted({*API, 403, 422})))}},
+    "/api/v1/me": {"get": api_get("me", "Who the token is", "Me")},
+    "/api/v1/ui": {"get": api_get("ui", "Map settings for the pages", "UI")},
+    "/healthz": {"get": {
+        "operationId": "healthz", "summary": "Health: 503 with the reason while the store "
+        "cannot be written", "security": [],
+        "responses": {"200": {"description": "ok", "content": _json(ref("Health"))},
+                      "503": {"description": "failing, with the reason",
+                              "content": _json(ref("Health"))}}}},
+    "/metrics": {"get": {
+        "operationId": "metrics",
+        "summary": "Prometheus metrics (a token of a role in metrics.roles, unless "
+                   "metrics.public)",
+        "security": [{"bearer": []}, {}],
+        "responses": responses({200: ("text format", {"text/plain": {"schema": STR}})},
+                               (401, 403, 429))}},
+    "/ws": {"get": {
+        "operationId": "websocket",
+        "summary": "WebSocket (contract §4); ?token= for browsers, ?since= to catch up",
+        "parameters": [_q("token", "bearer token for browsers"),
+                       _q("since", "last seq seen", {"type": "integer", "minimum": 0}),
+                       _q("positions", "batch: one frame per flush",
+                          {"type": "string", "enum": ["batch"]})],
+        "responses": {"101": {"description": "switching protocols"},
+                      **responses({}, (400, 401, 403, 422, 429))}}},
+    "/api/openapi.json": {"get": {"operationId": "openapi", "summary": "This document",
+                                  "security": [], "responses": {"200": {
+                                      "description": "OpenAPI 3.1",
+                                      "content": _json({"type": "object"})}}}},
+    "/": {"get": {"operationId": "root", "summary": "Redirect to /ops", "security": [],
                   "responses": {"302": {"description": "to /ops"}}}},
-    "/ops": {"get": {"summary": "Operator live map", "security": [],
-                     "responses": _resp("HTML", None, ())}},
-    "/field": {"get": {"summary": "Field page", "security": [],
-                       "responses": _resp("HTML", None, ())}},
-    "/supervisor": {"get": {"summary": "Supervisor dashboard", "security": [],
-                            "responses": _resp("HTML", None, ())}},
+    "/ops": {"get": {"operationId": "opsPage", "summary": "Operator live map", "security": [],
+                     "responses": responses(PAGE_OK, ())}},
+    "/field": {"get": {"operationId": "fieldPage", "summary": "Field page", "security": [],
+                       "responses": responses(PAGE_OK, ())}},
+    "/supervisor": {"get": {"operationId": "supervisorPage", "summary": "Supervisor dashboard",
+                            "security": [], "responses": responses(PAGE_OK, ())}},
 }
 
 DOCUMENT: dict[str, Any] = {
     "openapi": "3.1.0",
-    "info": {"title": "Taizhou law-enforcement dispatch API", "version": "1",
-             "description": "Contract v1: intake, routing, 1/3/15 timers, escalation."},
+    "info": {"title": "Taizhou law-enforcement dispatch API", "version": "2",
+             "description": "Contract v2: intake, routing, 1/3/15 timers, escalation, scope. "
+                            "Every 4xx/5xx body is the Error schema."},
     "servers": [{"url": "/"}],
     "security": [{"bearer": []}],
     "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
