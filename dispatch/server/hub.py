@@ -1,14 +1,20 @@
 """The WebSocket hub: scope-filtered fan-out that never blocks a publisher (contract §4).
 
-How it works: each connected client has a bounded queue drained by its own writer task. A
-change (journal records, after they are durable) is turned into one message per record,
-serialised once, and put on the queue of every client whose scope holds the event. Clients
-are indexed by the region of their scope and by unit, so a publish looks at the clients that
-can see the event, not at all of them. A full queue drops a pending position update first; if
-it is still full the client is closed (1008 "slow consumer") and resyncs with ``?since=``.
-Messages carry ``seq``, the journal position of their record; a client that connects with
-``since`` first gets the journal after that seq (in its scope) and then the live messages
-queued meanwhile, skipping any it already got.
+How it works: each connected client has a queue bounded in bytes, drained by its own writer
+task. A change (journal records, after they are durable) is turned into one message per
+record, serialised once, and put on the queue of every client whose scope holds the event;
+a record that cannot be rendered is logged once and skipped, the others are delivered.
+Clients are indexed by the region of their scope and by unit, so a publish looks at the
+clients that can see the event, not at all of them. What a client has not read yet (its
+queue, its own replies included, plus the socket's write buffer) counts against its bound:
+past it a pending position update is dropped first; if that is not enough the client is
+closed (1008 "slow consumer") and resyncs with ``?since=``.
+
+A client is registered (indexed, counted) only once its snapshot or replay is out and it
+has caught up from the journal with everything published meanwhile; until then it is only
+``connecting`` (reachable by shutdown and revocation, never by a publish). Messages carry
+``seq``, the journal position of their record; a client that connects with ``since`` first
+gets the journal after that seq (in its scope) and then the live messages.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,21 +42,33 @@ MESSAGE_TYPES = {
     "escalated": "event.escalated",
 }
 
-CLOSE_SLOW = 1008
-DIRECT_WRITE_LIMIT = 64 * 1024
 CLOSE_GOING_AWAY = 1001
+CLOSE_SLOW = 1008  # policy violation: a slow consumer, or a client flooding past its limit
+CLOSE_REVOKED = 4401  # contract §6: the token was removed or revoked
+DIRECT_WRITE_LIMIT = 64 * 1024
+QUEUE_BYTES_PER_SLOT = 2048  # ws.queue_size (a count, kept for old configs) → a byte bound
+BAD_RECORDS_REMEMBERED = 10_000
+
+
+def queue_bytes(ws_config: Any) -> int:
+    """A client's bound in bytes: ``ws.queue_bytes`` when set, else ``queue_size * 2048``."""
+    explicit = ws_config.get("queue_bytes") if hasattr(ws_config, "get") else None
+    if explicit:
+        return int(explicit)
+    return int(ws_config["queue_size"]) * QUEUE_BYTES_PER_SLOT
 
 
 @dataclass(eq=False)
 class Client:
-    """One WebSocket connection, its scope and its bounded outgoing queue."""
+    """One WebSocket connection, its scope and its outgoing queue, bounded in bytes."""
 
     ws: web.WebSocketResponse
     principal: Principal
-    queue_size: int
+    max_bytes: int
     narrow: str | None = None
     after_seq: int = 0
     queue: deque[tuple[int, bytes, bool]] = field(default_factory=deque)
+    queued_bytes: int = 0
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     closed: bool = False
     dropped_positions: int = 0
@@ -58,7 +76,15 @@ class Client:
     pending_units: dict[str, dict[str, Any]] = field(default_factory=dict)
     unsubscribe: Callable[[], None] | None = None
     transport: asyncio.Transport | None = None
-    direct: bool = False  # set by the writer once the snapshot / catch-up is out
+    direct: bool = False  # set once registered: the snapshot / catch-up is out
+    strikes: float = 0.0  # rate-limited messages, leaking at the token's rate (ws.py)
+    strikes_at: float = 0.0
+
+    def pending_bytes(self) -> int:
+        """What the client has not read yet: its queue plus the socket's write buffer."""
+        t = self.transport
+        buffered = t.get_write_buffer_size() if t is not None and not t.is_closing() else 0
+        return self.queued_bytes + buffered
 
     def offer(self, seq: int, data: bytes, is_position: bool = False,
               frame: bytes | None = None) -> bool:
@@ -66,7 +92,8 @@ class Client:
 
         When nothing is queued and the socket's buffer is nearly empty, the frame (built
         once per message for every recipient) goes straight to the transport: no task
-        switch per recipient. Otherwise it waits in the bounded queue for the writer task.
+        switch per recipient. Otherwise it waits in the queue for the writer task, as long
+        as the client's unread bytes stay within ``max_bytes``.
         """
         if self.closed:
             return True
@@ -76,20 +103,39 @@ class Client:
             if not seq or seq > self.after_seq:
                 t.write(frame if frame is not None else text_frame(data))
             return True
-        if len(self.queue) >= self.queue_size:
-            for i, item in enumerate(self.queue):
-                if item[2]:
-                    del self.queue[i]
-                    self.dropped_positions += 1
-                    break
-            else:
-                if is_position:
-                    self.dropped_positions += 1
-                    return True
+        size = len(data)
+        if self.pending_bytes() + size > self.max_bytes:
+            if is_position:
+                self.dropped_positions += 1
+                return True
+            self._drop_positions(self.pending_bytes() + size - self.max_bytes)
+            if self.pending_bytes() + size > self.max_bytes:
                 return False
         self.queue.append((seq, data, is_position))
+        self.queued_bytes += size
         self.ready.set()
         return True
+
+    def _drop_positions(self, need: int) -> None:
+        """Free at least ``need`` bytes by dropping queued position updates, oldest first."""
+        kept: deque[tuple[int, bytes, bool]] = deque()
+        for item in self.queue:
+            if need > 0 and item[2]:
+                need -= len(item[1])
+                self.queued_bytes -= len(item[1])
+                self.dropped_positions += 1
+            else:
+                kept.append(item)
+        self.queue = kept
+
+    def take(self) -> tuple[int, bytes, bool]:
+        item = self.queue.popleft()
+        self.queued_bytes -= len(item[1])
+        return item
+
+    def clear(self) -> None:
+        self.queue.clear()
+        self.queued_bytes = 0
 
 
 class Hub:
@@ -104,11 +150,16 @@ class Hub:
         self.by_region: dict[str, set[Client]] = {}
         self.by_unit: dict[str, set[Client]] = {}
         self.clients: set[Client] = set()
+        self.connecting: set[Client] = set()  # accepted, snapshot not out yet: not counted
         self.disconnected_slow = 0
+        self.disconnected_revoked = 0
+        self.skipped_records = 0
+        self._bad_seqs: set[int] = set()
 
     # -- registration ---------------------------------------------------------------------
     def add(self, client: Client) -> Callable[[], None]:
         """Index the client by its scope; returns the unsubscribe callable."""
+        self.connecting.discard(client)
         self.clients.add(client)
         p = client.principal
         if p.sees_all():
@@ -129,6 +180,15 @@ class Hub:
         client.unsubscribe = remove
         return remove
 
+    def forget(self, client: Client) -> None:
+        """The connection is over: unregister it, whatever stage it reached."""
+        self.connecting.discard(client)
+        if client.unsubscribe is not None:
+            client.unsubscribe()
+        client.closed = True
+        client.clear()
+        client.ready.set()
+
     # -- publishing -----------------------------------------------------------------------
     def message_for(self, rec: Record) -> dict[str, Any]:
         """The message a record becomes: the event as it was at that change."""
@@ -146,6 +206,20 @@ class Hub:
                 msg[key] = extra[key]
         return msg
 
+    def encode_record(self, rec: Record) -> bytes | None:
+        """The record's message, serialised; None (logged once per seq) when it cannot be."""
+        try:
+            return orjson.dumps(self.message_for(rec))
+        except Exception:
+            self.skipped_records += 1
+            if rec.seq not in self._bad_seqs:
+                if len(self._bad_seqs) >= BAD_RECORDS_REMEMBERED:
+                    self._bad_seqs.clear()
+                self._bad_seqs.add(rec.seq)
+                log.exception("record seq %d (%s) could not be rendered; not sent",
+                              rec.seq, rec.action)
+            return None
+
     def recipients(self, ev: dict[str, Any], before: dict[str, Any]) -> set[Client]:
         out = set(self.all_seeing)
         for key in EVENT_PATH_KEYS:
@@ -158,19 +232,25 @@ class Hub:
         return out
 
     def publish(self, records: Iterable[Record]) -> None:
-        """Deliver records (already durable) to every client in scope, in seq order."""
+        """Deliver records (already durable) to every client in scope, in seq order.
+
+        Each record on its own: one that cannot be rendered is logged and skipped, and
+        the rest of the batch is still delivered.
+        """
         for rec in records:
             ev = rec.after
             targets = self.recipients(ev, rec.before or {})
             if not targets:
                 continue
-            data = orjson.dumps(self.message_for(rec))
+            data = self.encode_record(rec)
+            if data is None:
+                continue
             frame = text_frame(data)
             for c in targets:
                 if c.narrow and not _in_path(ev, c.narrow):
                     continue
                 if not c.offer(rec.seq, data, frame=frame):
-                    self._drop_slow(c)
+                    self.drop_slow(c)
 
     def publish_unit(self, unit: dict[str, Any], team_path: frozenset[str]) -> None:
         """A unit's new position to the clients whose scope holds its team.
@@ -227,55 +307,89 @@ class Hub:
             except Exception:
                 log.exception("position flush failed")
 
-    def _drop_slow(self, c: Client) -> None:
+    async def run_revocation(self, active: Callable[[str], bool], every_s: float = 1.0) -> None:
+        """Close every socket whose token is no longer active (4401), every ``every_s`` s.
+
+        ``active(digest)`` is the token book's answer (cheap: it re-reads the token file
+        only when that changed); contract §6 wants a removed or revoked token's sockets
+        closed within 5 s.
+        """
+        while True:
+            await asyncio.sleep(every_s)
+            try:
+                self.revoke_inactive(active)
+            except Exception:
+                log.exception("token revocation sweep failed")
+
+    def revoke_inactive(self, active: Callable[[str], bool]) -> int:
+        """One sweep of ``run_revocation``; returns how many sockets it closed."""
+        verdicts: dict[str, bool] = {}
+        closed = 0
+        for c in list(self.clients) + list(self.connecting):
+            digest = c.principal.digest
+            if digest not in verdicts:
+                verdicts[digest] = active(digest)
+            if not verdicts[digest] and not c.closed:
+                self.disconnected_revoked += 1
+                self.close(c, CLOSE_REVOKED, b"token revoked")
+                closed += 1
+        if closed:
+            log.info("closed %d WebSocket(s) of removed or revoked tokens", closed)
+        return closed
+
+    def close(self, c: Client, code: int, reason: bytes) -> None:
+        """Stop sending to ``c`` at once and close it with ``code`` (in the background)."""
         c.closed = True
         if c.unsubscribe is not None:
             c.unsubscribe()  # publishers stop seeing it at once, before the close handshake
-        c.queue.clear()
+        self.connecting.discard(c)
+        c.clear()
         c.ready.set()
+        asyncio.get_running_loop().create_task(_close(c.ws, code, reason))
+
+    def drop_slow(self, c: Client) -> None:
+        """Too many unread bytes: close 1008, the client resyncs with ``since``."""
+        if c.closed:
+            return
         self.disconnected_slow += 1
         log.info("closing slow WebSocket client %s", c.principal.name)
-        asyncio.get_running_loop().create_task(
-            c.ws.close(code=CLOSE_SLOW, message=b"slow consumer: reconnect with since"))
+        self.close(c, CLOSE_SLOW, b"slow consumer: reconnect with since")
 
     def queue_depth(self) -> int:
         return sum(len(c.queue) for c in self.clients)
 
+    def queued_bytes(self) -> int:
+        return sum(c.queued_bytes for c in self.clients)
+
     async def close_all(self) -> None:
         """Server shutdown: close every socket with 1001 (going away)."""
-        for c in list(self.clients):
+        for c in list(self.clients) + list(self.connecting):
             c.closed = True
             c.ready.set()
             with contextlib.suppress(Exception):
                 await c.ws.close(code=CLOSE_GOING_AWAY, message=b"server shutting down")
 
 
+async def _close(ws: web.WebSocketResponse, code: int, reason: bytes) -> None:
+    with contextlib.suppress(Exception):
+        await ws.close(code=code, message=reason)
+
+
 def _in_path(ev: dict[str, Any], region: str) -> bool:
     return any(ev.get(k) == region for k in EVENT_PATH_KEYS)
 
 
-async def writer(client: Client, hub: Hub, first: AsyncIterator[bytes]) -> None:
-    """The client's own task: send the first messages (a snapshot or a replay), then
-    drain the live queue."""
+async def drain(client: Client) -> None:
+    """The client's own task once it is registered: send what its queue holds, in order."""
     ws = client.ws
+    client.direct = True
     try:
-        try:
-            async for data in first:
-                await ws.send_frame(data, WSMsgType.TEXT)
-        except (ConnectionError, RuntimeError, asyncio.CancelledError):
-            raise
-        except Exception:  # the journal could not be read (e.g. Redis is down)
-            log.warning("replay to a client failed; closing so it reconnects", exc_info=True)
-            client.closed = True
-            await ws.close(code=1011, message=b"replay failed; reconnect")
-            return
-        client.direct = True
         while not client.closed and not ws.closed:
             if not client.queue:
                 client.ready.clear()
                 await client.ready.wait()
                 continue
-            seq, data, _ = client.queue.popleft()
+            seq, data, _ = client.take()
             if seq and seq <= client.after_seq:
                 continue
             await ws.send_frame(data, WSMsgType.TEXT)
