@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dispatch.config import Config, ConfigError, load_config
+from dispatch.config import ROLES, Config, ConfigError, load_config
 
 log = logging.getLogger("dispatch")
 ROOT_CONFIG = Path(__file__).resolve().parents[1] / "config.yaml"
@@ -115,6 +115,26 @@ def cmd_token_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_token_revoke(args: argparse.Namespace) -> int:
+    from dispatch.server.auth import revoke_tokens
+
+    try:
+        config = _config(args.config)
+    except ConfigError as exc:
+        return _fail(exc)
+    try:
+        names = revoke_tokens(config.token_file, config, name=args.name, token=args.token,
+                              digest=args.digest)
+    except ValueError as exc:
+        print(f"dispatch: nothing revoked: {exc}", file=sys.stderr)
+        return 1
+    for n in names:
+        print(f"revoked: {n}")
+    print(f"# marked in {config.token_file}; a running server refuses it within 5 s, "
+          "open sockets included", file=sys.stderr)
+    return 0
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     try:
         config = _config(args.file)
@@ -176,14 +196,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("token", help="manage tokens").add_subparsers(dest="sub", required=True)
     tc = t.add_parser("create", help="issue a token (printed once, stored hashed)")
-    tc.add_argument("--role", required=True,
-                    choices=["operator", "field", "supervisor", "intake", "admin"])
+    tc.add_argument("--role", required=True, choices=list(ROLES))
     g = tc.add_mutually_exclusive_group()
     g.add_argument("--region")
     g.add_argument("--unit")
     tc.add_argument("--name")
     tc.add_argument("--config")
     tc.set_defaults(func=cmd_token_create)
+    tr = t.add_parser("revoke", help="revoke a token (issued or configured) by name, by the "
+                      "token itself or by its digest")
+    g = tr.add_mutually_exclusive_group(required=True)
+    g.add_argument("--name", help="every token with this name")
+    g.add_argument("--token", help="the token itself")
+    g.add_argument("--digest", help="its SHA-256 (at least the first 8 hex digits)")
+    tr.add_argument("--config")
+    tr.set_defaults(func=cmd_token_revoke)
 
     c = sub.add_parser("check-config", help="validate a config file and its geo data")
     c.add_argument("file", nargs="?")

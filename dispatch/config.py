@@ -55,8 +55,13 @@ DEFAULTS: dict[str, Any] = {
     "offline": {"max_skew_s": 30},
     "categories": DEFAULT_CATEGORIES,
     "auth": {"tokens": [], "token_file": "var/tokens.yaml"},
+    # auth_failures_*: requests with a missing or bad token, per client address; past the
+    # burst every token from that address answers 429 until the bucket refills.
     "limits": {"max_body_bytes": 65536, "max_json_depth": 32, "rate_per_s": 100,
-               "rate_burst": 400, "ws_max_message_bytes": 65536},
+               "rate_burst": 400, "ws_max_message_bytes": 65536,
+               "auth_failures_per_min": 30, "auth_failures_burst": 30},
+    # GET /metrics: a token of one of these roles, or anyone when public is true.
+    "metrics": {"public": False, "roles": ["admin", "supervisor"]},
     "ws": {"queue_size": 2000, "heartbeat_s": 20, "replay_max": 20000,
            "position_flush_s": 1.0},
     "timezone": "Asia/Shanghai",
@@ -82,6 +87,7 @@ class TokenSpec:
     region: str | None
     unit: str | None
     name: str
+    demo: bool = False
 
 
 @dataclass
@@ -90,6 +96,7 @@ class Config:
 
     raw: dict[str, Any]
     base_dir: Path
+    path: Path | None = None  # the file it was read from (TokenBook re-reads its tokens)
 
     def __getitem__(self, key: str) -> Any:
         return self.raw[key]
@@ -111,7 +118,7 @@ class Config:
         return zoneinfo.ZoneInfo(self.raw["timezone"])
 
     def tokens(self) -> list[TokenSpec]:
-        return [_token_spec(t, f"auth.tokens[{i}]")
+        return [config_token_spec(t, f"auth.tokens[{i}]")
                 for i, t in enumerate(self.raw["auth"]["tokens"])]
 
     @property
@@ -130,9 +137,11 @@ def load_config(path: str | os.PathLike[str] | None = None,
     """Load, merge and validate; raise ``ConfigError`` naming the first bad key."""
     raw = copy.deepcopy(DEFAULTS)
     base = Path.cwd()
+    source: Path | None = None
     if path is not None:
         p = Path(path)
-        base = p.resolve().parent
+        source = p.resolve()
+        base = source.parent
         try:
             text = p.read_text(encoding="utf-8")
         except OSError as exc:
@@ -151,7 +160,7 @@ def load_config(path: str | os.PathLike[str] | None = None,
         _set_path(raw, dotted, value)
     _validate(raw)
     _resolve_paths(raw, base)
-    return Config(raw=raw, base_dir=base)
+    return Config(raw=raw, base_dir=base, path=source)
 
 
 def _merge(into: dict[str, Any], data: dict[str, Any], prefix: str) -> None:
@@ -243,10 +252,17 @@ def _validate(raw: dict[str, Any]) -> None:
     _validate_categories(raw["categories"])
     _need(isinstance(raw["auth"].get("tokens"), list), "auth.tokens", "must be a list")
     for i, t in enumerate(raw["auth"]["tokens"]):
-        _token_spec(t, f"auth.tokens[{i}]")
-    for key in ("max_body_bytes", "max_json_depth", "rate_burst", "ws_max_message_bytes"):
+        config_token_spec(t, f"auth.tokens[{i}]")
+    for key in ("max_body_bytes", "max_json_depth", "rate_burst", "ws_max_message_bytes",
+                "auth_failures_burst"):
         _positive(raw, "limits", key, integer=True)
     _positive(raw, "limits", "rate_per_s")
+    _positive(raw, "limits", "auth_failures_per_min")
+    m = raw["metrics"]
+    _need(isinstance(m.get("public"), bool), "metrics.public", "must be true or false")
+    roles = m.get("roles")
+    _need(isinstance(roles, list) and all(r in ROLES for r in roles), "metrics.roles",
+          f"must be a list of roles ({', '.join(ROLES)}), got {roles!r}")
     for key in ("queue_size", "replay_max"):
         _positive(raw, "ws", key, integer=True)
     _positive(raw, "ws", "heartbeat_s")
@@ -292,26 +308,57 @@ def _validate_categories(cats: Any) -> None:
         _validate_timers(timers, f"{key}.timers", partial=True)
 
 
-def _token_spec(t: Any, key: str) -> TokenSpec:
+def config_token_spec(t: Any, key: str) -> TokenSpec:
+    """One entry of ``auth.tokens`` (plain token or ``sha256:<hex>``), validated."""
     _need(isinstance(t, dict), key, "must be a mapping with token and role")
     tok = t.get("token")
     _need(isinstance(tok, str) and len(tok) >= 8, f"{key}.token",
           "must be a string of at least 8 characters (or sha256:<hex>)")
+    if tok.startswith("sha256:"):
+        digest = _hex_digest(tok[7:], f"{key}.token", "sha256: must be followed by 64 hex digits")
+    else:
+        digest = hash_token(tok)
+    return token_spec(t, key, digest)
+
+
+def token_spec(t: dict[str, Any], key: str, digest: str) -> TokenSpec:
+    """Role, scope and name of one token entry (config or token file), validated.
+
+    An operator or supervisor names its region (a string: the city's own id for city-wide),
+    a field token its unit; a key that is missing is an error, never "everything".
+    """
     role = t.get("role")
     _need(role in ROLES, f"{key}.role", f"must be one of {', '.join(ROLES)}, got {role!r}")
     region, unit = t.get("region"), t.get("unit")
     if role == "field":
-        _need(isinstance(unit, str), f"{key}.unit", "a field token must name its unit")
+        _need(isinstance(unit, str) and unit != "", f"{key}.unit",
+              "a field token must name its unit")
     elif role in ("operator", "supervisor"):
-        _need(isinstance(region, str), f"{key}.region", f"a {role} token must name its region")
-    if tok.startswith("sha256:"):
-        digest = tok[7:].lower()
-        _need(len(digest) == 64 and all(ch in "0123456789abcdef" for ch in digest),
-              f"{key}.token", "sha256: must be followed by 64 hex digits")
+        _need(isinstance(region, str) and region != "", f"{key}.region",
+              f"a {role} token must name its region")
     else:
-        digest = hash_token(tok)
-    name = t.get("name") or f"{role}:{region or unit or '*'}"
-    return TokenSpec(digest=digest, role=role, region=region, unit=unit, name=str(name))
+        _need(region is None or isinstance(region, str), f"{key}.region", "must be a string")
+        _need(unit is None or isinstance(unit, str), f"{key}.unit", "must be a string")
+    demo = t.get("demo", False)
+    _need(isinstance(demo, bool), f"{key}.demo", "must be true or false")
+    name = t.get("name")
+    _need(name is None or isinstance(name, str | int), f"{key}.name", "must be a string")
+    return TokenSpec(digest=digest, role=role, region=region, unit=unit,
+                     name=str(name or f"{role}:{region or unit or '*'}"), demo=demo)
+
+
+def _hex_digest(text: Any, key: str, problem: str) -> str:
+    digest = str(text).lower()
+    _need(isinstance(text, str) and len(digest) == 64
+          and all(ch in "0123456789abcdef" for ch in digest), key, problem)
+    return digest
+
+
+def token_file_entry(t: Any, key: str) -> TokenSpec:
+    """One entry of the token file (``{digest, role, region|unit, name}``), validated."""
+    _need(isinstance(t, dict), key, "must be a mapping with digest and role")
+    digest = _hex_digest(t.get("digest"), f"{key}.digest", "must be 64 hex digits")
+    return token_spec(t, key, digest)
 
 
 def _resolve_paths(raw: dict[str, Any], base: Path) -> None:

@@ -11,17 +11,20 @@ journal.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 from aiohttp import web
 
 from dispatch.clock import Clock, SystemClock
-from dispatch.config import Config
+from dispatch.config import Config, ConfigError
 from dispatch.core.errors import DispatchError
 from dispatch.runtime import Runtime, StoreUnavailableError
 from dispatch.server.auth import Principal, TokenBook
@@ -33,6 +36,8 @@ from dispatch.server.validation import ApiError
 log = logging.getLogger("dispatch.server")
 
 STATIC_DIR = Path(__file__).resolve().parents[2] / "static"
+REVOCATION_CHECK_S = 1.0  # open sockets of a removed token close within 5 s (contract §6)
+AUTH_FAILURE_ADDRESSES = 10_000  # addresses whose failed token look-ups are remembered
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None
@@ -64,6 +69,7 @@ class State:
     clock: Clock
     metrics: Metrics | None = None
     buckets: dict[str, RateBucket] = field(default_factory=dict)
+    auth_failures: dict[str, RateBucket] = field(default_factory=dict)
     team_paths: dict[str, frozenset[str]] = field(default_factory=dict)
     unit_scopes: dict[tuple[Any, ...], tuple[str, ...]] = field(default_factory=dict)
     started: float = field(default_factory=time.time)
@@ -103,7 +109,10 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
     try:
         return await handler(request)
     except ApiError as e:
-        return error_response(e.status, e.code, e.message, e.field, **e.extra)
+        resp = error_response(e.status, e.code, e.message, e.field, **e.extra)
+        if e.status == 429 and "retry_after_s" in e.extra:
+            resp.headers["Retry-After"] = str(max(1, math.ceil(e.extra["retry_after_s"])))
+        return resp
     except DispatchError as e:
         extra = {}
         if getattr(e, "current_status", None) is not None:
@@ -140,16 +149,58 @@ async def metrics_middleware(request: web.Request, handler: Any) -> web.StreamRe
 async def auth_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
     if not (request.path.startswith("/api/v1") or request.path == "/ws"):
         return await handler(request)
-    state = request.app[STATE]
-    p = state.tokens.lookup(bearer(request))
-    if p is None:
-        raise ApiError(401, "unauthorized", "missing or invalid bearer token")
+    p = authenticate(request)
     request[PRINCIPAL] = p
-    _rate_limit(state, p)
+    rate_limit(request.app[STATE], p)
     return await handler(request)
 
 
-def _rate_limit(state: State, p: Principal) -> None:
+def authenticate(request: web.Request) -> Principal:
+    """The caller's principal, else 401; 429 while this address has failed too often.
+
+    Failed look-ups are counted per client address (a token bucket of
+    ``limits.auth_failures_burst`` refilled at ``limits.auth_failures_per_min``). While the
+    bucket is empty every token from that address is refused, valid or not, so a guesser
+    learns nothing from the answer.
+    """
+    state = request.app[STATE]
+    lim = state.config["limits"]
+    rate = float(lim["auth_failures_per_min"]) / 60.0
+    burst = float(lim["auth_failures_burst"])
+    addr = request.remote or "unknown"
+    now = time.monotonic()
+    b = state.auth_failures.get(addr)
+    if b is not None:
+        b.tokens = min(burst, b.tokens + (now - b.updated) * rate)
+        b.updated = now
+        if b.tokens < 1:
+            raise ApiError(429, "rate_limited",
+                           "too many requests with a missing or invalid token from this address",
+                           retry_after_s=round((1 - b.tokens) / rate, 3))
+    p = state.tokens.lookup(bearer(request))
+    if p is not None:
+        return p
+    if b is None:
+        if len(state.auth_failures) >= AUTH_FAILURE_ADDRESSES:
+            _forget_refilled(state.auth_failures, now, rate, burst)
+        b = state.auth_failures[addr] = RateBucket(tokens=burst, updated=now)
+    b.tokens -= 1
+    raise ApiError(401, "unauthorized", "missing or invalid bearer token")
+
+
+def _forget_refilled(buckets: dict[str, RateBucket], now: float, rate: float,
+                     burst: float) -> None:
+    full = [a for a, b in buckets.items() if b.tokens + (now - b.updated) * rate >= burst]
+    for a in full:
+        del buckets[a]
+    if len(buckets) >= AUTH_FAILURE_ADDRESSES:  # a flood of addresses: keep the most recent
+        for a, _ in sorted(buckets.items(), key=lambda kv: kv[1].updated)[
+                : len(buckets) - AUTH_FAILURE_ADDRESSES // 2]:
+            del buckets[a]
+
+
+def rate_limit(state: State, p: Principal) -> None:
+    """Take one request from ``p``'s token bucket, else ApiError 429 (contract §3)."""
     lim = state.config["limits"]
     rate, burst = float(lim["rate_per_s"]), float(lim["rate_burst"])
     now = time.monotonic()
@@ -164,10 +215,90 @@ def _rate_limit(state: State, p: Principal) -> None:
     b.tokens -= 1
 
 
+_rate_limit = rate_limit  # TODO(H3): the old name, until ws.py calls rate_limit
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding ``host`` only answers this machine (contract §6: demo tokens)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve to anything
+
+
+def refuse_demo_tokens(config: Config) -> None:
+    """ConfigError naming the first ``demo: true`` token (the server binds beyond loopback)."""
+    demo = [i for i, t in enumerate(config["auth"]["tokens"])
+            if isinstance(t, dict) and t.get("demo")]
+    if demo:
+        more = f" (and {len(demo) - 1} more)" if len(demo) > 1 else ""
+        raise ConfigError(
+            f"auth.tokens[{demo[0]}].demo",
+            f"demo tokens{more} are refused when the server listens on {config.host}, beyond "
+            "loopback: remove them from auth.tokens, or serve on 127.0.0.1")
+
+
+def tile_source(url: str) -> str | None:
+    """The CSP source that admits a tile URL template, or None when 'self' covers it.
+
+    ``https://webrd0{s}.is.autonavi.com/...`` → ``https://*.is.autonavi.com``: a placeholder
+    anywhere in the host widens it to a wildcard left of the last label holding one.
+    """
+    parts = urlsplit(url)
+    if not parts.scheme and not parts.netloc:
+        return None  # same origin
+    labels = parts.netloc.rsplit("@", 1)[-1].split(".")
+    templated = [i for i, label in enumerate(labels) if "{" in label]
+    if templated:
+        labels = ["*", *labels[templated[-1] + 1:]]
+    host = ".".join(labels)
+    if "{" in host or "}" in host or " " in host or ";" in host or "," in host:
+        raise ConfigError("ui.tiles.url", f"cannot admit the tile host {parts.netloc!r}")
+    return f"{parts.scheme or 'https'}://{host}"
+
+
+def security_headers(config: Config) -> tuple[dict[str, str], dict[str, str]]:
+    """(headers of every response, headers added to HTML pages): contract §3, issue 11 #8.
+
+    Pages: scripts, styles, fonts and connections only from this origin (a same-origin
+    ``ws:``/``wss:`` is 'self' in CSP Level 3); images also as ``data:`` (Leaflet's and
+    ECharts' icons) and from the configured tile server; no framing, plugins or <base>.
+    Every other response gets ``default-src 'none'``: JSON and files never run anything.
+    """
+    tiles = config["ui"].get("tiles")
+    img = ["'self'", "data:", "blob:"]
+    src = tile_source(str(tiles["url"])) if tiles else None
+    if src:
+        img.append(src)
+    page = "; ".join([
+        "default-src 'self'", "script-src 'self'", "style-src 'self'",
+        f"img-src {' '.join(img)}", "font-src 'self'", "connect-src 'self'",
+        "worker-src 'none'", "object-src 'none'", "frame-src 'none'",
+        "frame-ancestors 'none'", "base-uri 'none'", "form-action 'self'",
+    ])
+    common = {
+        "Server": "dispatch",
+        "X-Content-Type-Options": "nosniff",
+        "X-Frame-Options": "DENY",
+        # The pages carry ?token= in their URL: no path or query ever leaves this origin.
+        # The origin alone is still sent to the tile server (keys bound to a site need it).
+        "Referrer-Policy": "strict-origin-when-cross-origin",
+        "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'; "
+                                   "base-uri 'none'",
+    }
+    return common, {"Content-Security-Policy": page}
+
+
 def build_app(config: Config, clock: Clock | None = None) -> web.Application:
     """The whole server as one aiohttp application (not yet started)."""
-    from dispatch.server import api, openapi, ws
+    from dispatch.server import api, health, openapi, ws
 
+    refuse_demo = not is_loopback(config.host)
+    if refuse_demo:
+        refuse_demo_tokens(config)  # before anything is opened
+    common_headers, page_headers = security_headers(config)
     clock = clock or SystemClock()
     runtime = Runtime(config, clock=clock)
     state_ref: dict[str, State] = {}
@@ -177,7 +308,8 @@ def build_app(config: Config, clock: Clock | None = None) -> web.Application:
 
     hub = Hub(render_event=render, now_iso=lambda: iso(clock.now(), config.tz) or "",
               iso=lambda t: iso(t, config.tz))
-    state = State(config=config, runtime=runtime, hub=hub, tokens=TokenBook(config), clock=clock)
+    state = State(config=config, runtime=runtime, hub=hub,
+                  tokens=TokenBook(config, refuse_demo=refuse_demo), clock=clock)
     state_ref["s"] = state
     state.metrics = Metrics(state)
     state.team_paths = {tid: frozenset(runtime.dataset.region_path(t.region))
@@ -199,7 +331,15 @@ def build_app(config: Config, clock: Clock | None = None) -> web.Application:
         client_max_size=int(config["limits"]["max_body_bytes"]),
     )
     app[STATE] = state
+
+    async def on_response_prepare(request: web.Request, resp: web.StreamResponse) -> None:
+        resp.headers.update(common_headers)
+        if resp.content_type == "text/html":
+            resp.headers.update(page_headers)
+
+    app.on_response_prepare.append(on_response_prepare)
     api.add_routes(app)
+    health.add_routes(app)
     ws.add_routes(app)
     openapi.add_routes(app)
     _add_pages(app)
@@ -210,6 +350,9 @@ def build_app(config: Config, clock: Clock | None = None) -> web.Application:
         await runtime.start()
         tasks.append(asyncio.create_task(
             hub.run_position_flush(float(config["ws"]["position_flush_s"])), name="positions"))
+        if hasattr(hub, "run_revocation"):  # TODO(H3): drop the guard once H2's hub has it
+            tasks.append(asyncio.create_task(
+                hub.run_revocation(state.tokens.active, REVOCATION_CHECK_S), name="revocation"))
 
     async def on_shutdown(app: web.Application) -> None:
         for t in tasks:

@@ -9,16 +9,32 @@ region. A field principal sees only the events assigned to its own unit.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hmac
+import logging
 import os
 import secrets
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from dispatch.config import Config, TokenSpec, hash_token
+from dispatch.config import (
+    Config,
+    ConfigError,
+    TokenSpec,
+    config_token_spec,
+    hash_token,
+    token_file_entry,
+)
+
+log = logging.getLogger("dispatch.auth")
+TOKEN_FILE_MODE = 0o600
 
 EVENT_PATH_KEYS = ("grid", "township", "county", "city")
 
@@ -60,62 +76,269 @@ class Principal:
 
 
 class TokenBook:
-    """Looks up principals by token digest; rereads the token file when it changes."""
+    """Looks up principals by token digest, from the config file and the token file.
 
-    def __init__(self, config: Config) -> None:
-        self._static = {t.digest: t for t in config.tokens()}
-        self._file = config.token_file
-        self._file_mtime: float | None = None
-        self._from_file: dict[str, TokenSpec] = {}
+    How it works: both files are re-read when their signature (mtime, size, inode) changes,
+    checked at most once per ``recheck_s``, so a token removed from either file, or revoked
+    (``dispatch token revoke``), stops working within about a second (contract §6: 5 s). Each
+    entry gets the config's own validation; a bad entry is skipped with a warning naming it,
+    the others keep working (a token not found is looked for again at once: one just issued
+    works immediately). A file that cannot be read or parsed contributes no tokens
+    (fail closed) until it is fixed. ``demo: true`` tokens are refused when ``refuse_demo``
+    (the server listens on more than loopback).
+    """
+
+    def __init__(self, config: Config, *, refuse_demo: bool = False,
+                 recheck_s: float = 1.0, monotonic: Callable[[], float] = time.monotonic
+                 ) -> None:
+        self.refuse_demo = refuse_demo
+        self._recheck_s = recheck_s
+        self._monotonic = monotonic
+        self._checked: float | None = None
+        self._extra: dict[str, TokenSpec] = {}
+        self._config_file = _Watched(config.path, _config_file_tokens)
+        self._token_file = _Watched(config.token_file, read_token_file_entries)
+        if config.path is None:  # built-in defaults only: nothing to re-read
+            self._config_file.specs = {t.digest: t for t in config.tokens()}
+        self._tokens: dict[str, TokenSpec] = {}
+        self._refresh(force=True)
 
     def add(self, spec: TokenSpec) -> None:
         """Accept one more token for this process only (the demo simulator's)."""
-        self._static[spec.digest] = spec
+        self._extra[spec.digest] = spec
+        self._rebuild()
 
     def lookup(self, token: str | None) -> Principal | None:
         if not token:
             return None
         digest = hash_token(token)
-        spec = self._static.get(digest) or self._file_tokens().get(digest)
+        self._refresh()
+        spec = self._tokens.get(digest)
+        if spec is None:  # perhaps issued a moment ago: a stat is cheap, misses are limited
+            self._refresh(stat_now=True)
+            spec = self._tokens.get(digest)
         if spec is None or not hmac.compare_digest(spec.digest, digest):
             return None
         return Principal(role=spec.role, region=spec.region, unit=spec.unit, name=spec.name,
                          digest=digest)
 
-    def _file_tokens(self) -> dict[str, TokenSpec]:
+    def active(self, digest: str) -> bool:
+        """Whether the token with this digest still works (interfaces §5)."""
+        self._refresh()
+        return digest in self._tokens
+
+    def _refresh(self, force: bool = False, stat_now: bool = False) -> None:
+        now = self._monotonic()
+        if (not (force or stat_now) and self._checked is not None
+                and now - self._checked < self._recheck_s):
+            return
+        self._checked = now
+        changed = [w.reload() for w in (self._config_file, self._token_file)]
+        if force or any(changed):
+            self._rebuild()
+
+    def _rebuild(self) -> None:
+        tokens: dict[str, TokenSpec] = {}
+        for source in (self._config_file, self._token_file):
+            for digest, spec in source.specs.items():
+                if spec.demo and self.refuse_demo:
+                    log.error("%s: demo token %r refused: the server listens on more than "
+                              "loopback", source.label, spec.name)
+                    continue
+                tokens[digest] = spec
+        tokens.update(self._extra)
+        revoked = self._config_file.revoked | self._token_file.revoked
+        self._tokens = {d: s for d, s in tokens.items() if d not in revoked}
+
+
+class _Watched:
+    """One file of tokens, re-read when its (mtime, size, inode) changes."""
+
+    def __init__(self, path: Path | None,
+                 read: Callable[[Path], tuple[dict[str, TokenSpec], set[str]]]) -> None:
+        self.path = path
+        self.label = str(path)
+        self._read = read
+        self._sig: tuple[int, int, int] | None = None
+        self.specs: dict[str, TokenSpec] = {}
+        self.revoked: set[str] = set()
+
+    def reload(self) -> bool:
+        if self.path is None:
+            return False
         try:
-            mtime = self._file.stat().st_mtime
+            st = self.path.stat()
+            sig: tuple[int, int, int] | None = (st.st_mtime_ns, st.st_size, st.st_ino)
+        except FileNotFoundError:
+            sig = None
         except OSError:
-            return {}
-        if mtime != self._file_mtime:
-            self._from_file = {t.digest: t for t in read_token_file(self._file)}
-            self._file_mtime = mtime
-        return self._from_file
+            sig = (-1, -1, -1)
+        if sig == self._sig and self._sig is not None:
+            return False
+        first = self._sig is None and not self.specs and not self.revoked
+        self._sig = sig
+        if sig is None:
+            if not first:
+                log.warning("%s: gone; its tokens no longer work", self.label)
+            self.specs, self.revoked = {}, set()
+            return True
+        self.specs, self.revoked = self._read(self.path)
+        return True
+
+
+def _config_file_tokens(path: Path) -> tuple[dict[str, TokenSpec], set[str]]:
+    """``auth.tokens`` of the config file, each entry validated on its own."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        log.error("%s: cannot re-read the tokens (%s); its tokens are refused until it is "
+                  "fixed", path, type(exc).__name__)
+        return {}, set()
+    auth = data.get("auth") if isinstance(data, dict) else None
+    entries = auth.get("tokens", []) if isinstance(auth, dict) else []
+    if not isinstance(entries, list):
+        log.error("%s: auth.tokens: must be a list; its tokens are refused", path)
+        return {}, set()
+    return _specs(path, entries, "auth.tokens", config_token_spec), set()
+
+
+def _specs(path: Path, entries: list[Any], prefix: str,
+           parse: Callable[[Any, str], TokenSpec]) -> dict[str, TokenSpec]:
+    out: dict[str, TokenSpec] = {}
+    for i, entry in enumerate(entries):
+        if isinstance(entry, dict) and entry.get("revoked"):
+            continue
+        try:
+            spec = parse(entry, f"{prefix}[{i}]")
+        except ConfigError as exc:
+            log.warning("%s: entry skipped: %s", path, exc)
+            continue
+        out[spec.digest] = spec
+    return out
+
+
+def read_token_file_entries(path: Path) -> tuple[dict[str, TokenSpec], set[str]]:
+    """(valid tokens by digest, revoked digests) of a token file.
+
+    An entry carrying ``revoked`` revokes its digest everywhere, configured tokens included.
+    """
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or []
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        log.error("%s: cannot read the token file (%s); its tokens are refused until it is "
+                  "fixed", path, type(exc).__name__)
+        return {}, set()
+    if not isinstance(data, list):
+        log.error("%s: the token file must be a list; its tokens are refused", path)
+        return {}, set()
+    revoked = {str(e["digest"]).lower() for e in data
+               if isinstance(e, dict) and e.get("revoked") and isinstance(e.get("digest"), str)}
+    return _specs(path, data, "tokens", token_file_entry), revoked
 
 
 def read_token_file(path: Path) -> list[TokenSpec]:
-    """Tokens issued by ``dispatch token create`` (digests only)."""
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or []
-    except (OSError, yaml.YAMLError):
-        return []
-    out = []
-    for t in data:
-        if isinstance(t, dict) and isinstance(t.get("digest"), str):
-            out.append(TokenSpec(digest=t["digest"], role=t["role"], region=t.get("region"),
-                                 unit=t.get("unit"), name=t.get("name") or t["role"]))
-    return out
+    """The tokens of a token file that work (valid, not revoked)."""
+    specs, revoked = read_token_file_entries(path)
+    return [s for d, s in specs.items() if d not in revoked]
 
 
 def issue_token(path: Path, role: str, region: str | None, unit: str | None,
                 name: str | None = None) -> str:
-    """Create a random token, append its digest to the token file, return the token once."""
+    """Create a random token, append its digest to the token file, return the token once.
+
+    The file is created with mode 0600, and an existing file is brought to 0600: it holds
+    no tokens, but its digests and names are nobody else's business.
+    """
     token = secrets.token_urlsafe(24)
-    path.parent.mkdir(parents=True, exist_ok=True)
     entry = {"digest": hash_token(token), "role": role, "region": region, "unit": unit,
              "name": name or f"{role}:{region or unit or '*'}"}
-    with open(path, "a", encoding="utf-8") as fh:
-        fh.write(yaml.safe_dump([entry], allow_unicode=True))
+    token_file_entry(entry, "new token")  # the server would skip an entry it cannot use
+    with _locked(path):
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, TOKEN_FILE_MODE)
+        with os.fdopen(fd, "a", encoding="utf-8") as fh:
+            os.fchmod(fd, TOKEN_FILE_MODE)
+            fh.write(yaml.safe_dump([entry], allow_unicode=True))
+            fh.flush()
+            os.fsync(fh.fileno())
+    return token
+
+
+def revoke_tokens(path: Path, config: Config, *, name: str | None = None,
+                  token: str | None = None, digest: str | None = None) -> list[str]:
+    """Revoke tokens by name, by the token itself or by a digest prefix; return their names.
+
+    A token-file entry is marked ``revoked: <UTC time>`` in place (kept for the record); a
+    configured token gets a ``{digest, name, revoked}`` entry in the token file, which the
+    server honours as well. Raises ``ValueError`` when nothing (or, for a digest prefix,
+    more than one token) matches.
+    """
+    with _locked(path):
+        entries = _read_entries(path)
+        known = [(e.get("digest"), str(e.get("name") or "")) for e in entries
+                 if isinstance(e, dict) and not e.get("revoked")]
+        known += [(t.digest, t.name) for t in config.tokens()]
+        if token is not None:
+            want = {hash_token(token)}
+        elif digest is not None:
+            prefix = digest.lower().removeprefix("sha256:")
+            if len(prefix) < 8:
+                raise ValueError("give at least 8 hex digits of the digest")
+            want = {d for d, _ in known if isinstance(d, str) and d.startswith(prefix)}
+            if len(want) > 1:
+                raise ValueError(f"{len(want)} tokens start with {prefix}; give more digits")
+        else:
+            want = {d for d, n in known if n == name and isinstance(d, str)}
+        hits = [(d, n) for d, n in known if d in want]
+        if not hits:
+            raise ValueError("no such token (it may be revoked already)")
+        now = datetime.now(UTC).replace(microsecond=0).isoformat()
+        marked = set()
+        for e in entries:
+            if isinstance(e, dict) and e.get("digest") in want and not e.get("revoked"):
+                e["revoked"] = now
+                marked.add(e["digest"])
+        for d, n in hits:
+            if d not in marked:
+                entries.append({"digest": d, "name": n, "revoked": now})
+                marked.add(d)
+        _write_entries(path, entries)
+    return sorted({n for _, n in hits})
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """One writer of the token file at a time (``dispatch token`` run twice at once)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(f"{path}.lock", os.O_WRONLY | os.O_CREAT, TOKEN_FILE_MODE)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _read_entries(path: Path) -> list[Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or []
+    except FileNotFoundError:
+        return []
+    if not isinstance(data, list):
+        raise ValueError(f"{path} is not a list of tokens; fix it by hand first")
+    return data
+
+
+def _write_entries(path: Path, entries: list[Any]) -> None:
+    """Replace the token file atomically (a reader sees the old or the new file, whole)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, TOKEN_FILE_MODE)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        os.fchmod(fd, TOKEN_FILE_MODE)
+        fh.write(yaml.safe_dump(entries, allow_unicode=True, sort_keys=False))
         fh.flush()
         os.fsync(fh.fileno())
-    return token
+    os.replace(tmp, path)
+    dfd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
