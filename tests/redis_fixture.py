@@ -4,12 +4,13 @@
 directory with persistence off, or with AOF (``appendonly=True``) for durability tests;
 ``stop()`` kills it (``kill=True``: SIGKILL, like a crash) and ``start()`` brings it back on
 the same port and directory. Without the binary the tests that need it are skipped with the
-reason (tests/run.sh installs it).
+reason, or fail when the run requires Redis (``DISPATCH_REQUIRE``, see tests/conftest.py;
+``.ci/run`` sets it): call ``require_redis()`` / ``require_redis_sentinel()`` instead of
+skipping by hand. tests/run.sh installs both programs.
 """
 
 from __future__ import annotations
 
-import shutil
 import socket
 import subprocess
 import time
@@ -18,11 +19,30 @@ from pathlib import Path
 
 import pytest
 
-REDIS_SERVER = shutil.which("redis-server") or (
-    "/usr/bin/redis-server" if Path("/usr/bin/redis-server").exists() else None)
-needs_redis = pytest.mark.skipif(
-    REDIS_SERVER is None,
-    reason="redis-server is not installed (tests/run.sh installs it with apt-get)")
+from tests.conftest import locate, missing, required
+
+REDIS_SERVER = locate("redis")
+REDIS_SENTINEL = locate("redis-sentinel")
+NO_REDIS = "redis-server is not installed (tests/run.sh installs it with apt-get)"
+NO_SENTINEL = "redis-sentinel is not installed (tests/run.sh installs it with apt-get)"
+# A mark for tests that start redis-server themselves; under DISPATCH_REQUIRE=redis it never
+# skips (the session already refused to start without the binary).
+needs_redis = pytest.mark.skipif(REDIS_SERVER is None and "redis" not in required(),
+                                 reason=NO_REDIS)
+
+
+def require_redis() -> str:
+    """The redis-server binary; skips the test without it, or fails it when Redis is required."""
+    if REDIS_SERVER is None:
+        missing("redis", NO_REDIS)
+    return REDIS_SERVER
+
+
+def require_redis_sentinel() -> str:
+    """The redis-sentinel binary (Debian's package); skips or fails like ``require_redis``."""
+    if REDIS_SENTINEL is None:
+        missing("redis-sentinel", NO_SENTINEL)
+    return REDIS_SENTINEL
 
 
 def free_port() -> int:
@@ -48,8 +68,7 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self, timeout: float = 10.0) -> RedisServer:
-        assert REDIS_SERVER is not None
-        args = [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1",
+        args = [require_redis(), "--port", str(self.port), "--bind", "127.0.0.1",
                 "--dir", str(self.dir), "--save", "", "--daemonize", "no",
                 "--protected-mode", "no", "--logfile", str(self.dir / "redis.log")]
         args += (["--appendonly", "yes", "--appendfsync", self.appendfsync] if self.appendonly
@@ -102,8 +121,7 @@ def stop_session_redis() -> None:
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     """A fresh redis-server of the test's own (AOF off), killed at teardown."""
-    if REDIS_SERVER is None:
-        pytest.skip("redis-server is not installed (tests/run.sh installs it with apt-get)")
+    require_redis()
     srv = RedisServer(tmp_path / "redis").start()
     try:
         yield srv

@@ -4,12 +4,15 @@ The server runs as a subprocess with a temporary config (temp journal, the demo 
 Taizhou, test tokens, one category with very short timers). Every page opened through
 ``open_page`` records console errors and uncaught exceptions; a test fails if any page logged
 one.
+
+Chromium is ``$CHROMIUM`` (default ``/usr/bin/chromium``; tests/run.sh checks and installs the
+same). Without it the browser tests skip, or fail when the run requires Chromium
+(``DISPATCH_REQUIRE``, see tests/conftest.py; ``.ci/run`` sets it).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -24,8 +27,9 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.conftest import CHROMIUM, missing
+
 ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update"]
 DESKTOP = {"width": 1440, "height": 900}
@@ -65,6 +69,14 @@ def free_port() -> int:
 
 def chromium_missing() -> bool:
     return not Path(CHROMIUM).exists()
+
+
+def require_chromium() -> str:
+    """``$CHROMIUM``; skips the test without it, or fails it when the run requires Chromium."""
+    if chromium_missing():
+        missing("chromium", f"{CHROMIUM} is not installed (apt-get install chromium, "
+                            "or point $CHROMIUM at a Chromium)")
+    return CHROMIUM
 
 
 def write_config(tmp: Path, **extra: Any) -> Path:
@@ -187,8 +199,7 @@ def stop_server(srv: LiveServer) -> None:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    if chromium_missing():
-        pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)")
+    require_chromium()
     srv = start_server(tmp_path_factory.mktemp("web"))
     yield srv
     stop_server(srv)
@@ -196,8 +207,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    if chromium_missing():
-        pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)")
+    require_chromium()
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
