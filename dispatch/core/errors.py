@@ -55,3 +55,14 @@ class ConflictError(DispatchError):
 
     code = "conflict"
     status = 409
+
+
+class StoreTimeoutError(DispatchError):
+    """A store did not make an append durable within its timeout (HTTP 503).
+
+    The message says whether nothing was written (the append never reached the journal) or
+    the outcome is unknown (the commit was running when time ran out).
+    """
+
+    code = "store_unavailable"
+    status = 503

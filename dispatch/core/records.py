@@ -83,19 +83,83 @@ def compute_hash(record: Record, prev_hash: str) -> str:
     return hashlib.sha256(canonical(record, prev_hash)).hexdigest()
 
 
-def chain_encoded(records: Iterable[Record],
-                  prev_hash: str = GENESIS) -> list[tuple[Record, bytes]]:
-    """Like ``chain``, also returning each record's canonical bytes (what a store keeps)."""
+@dataclass(frozen=True, slots=True)
+class Encoded:
+    """A record's canonical JSON with a hole where ``prev_hash`` goes.
+
+    ``canonical(record, p) == head + p.encode() + tail`` for every hex ``p``: the keys are
+    sorted, so ``prev_hash`` sits between ``note`` and ``received_at`` and the bytes around
+    it do not depend on its value. Encoding (the part that can fail: a lone surrogate, an
+    integer past 64 bits) is done once, by whoever calls ``encode``, before the record is
+    chained; chaining then only concatenates and hashes, which cannot fail.
+    """
+
+    record: Record
+    head: bytes
+    tail: bytes
+
+    def with_prev(self, prev_hash: str) -> bytes:
+        """The canonical bytes with ``prev_hash`` filled in."""
+        return b"".join((self.head, prev_hash.encode("ascii"), self.tail))
+
+
+_PREV_KEYS = ("action", "actor", "after", "at", "before", "event_id", "extra", "note")
+_POST_KEYS = ("received_at", "seq", "version")
+_HOLE = b'"prev_hash":""'
+
+
+def encode(record: Record) -> Encoded:
+    """The record's canonical JSON around ``prev_hash``; raises ``TypeError`` (orjson's
+    ``JSONEncodeError``) naming the record when JSON cannot hold it."""
+    r = record
+    try:
+        if (type(r.received_at) in (float, int) and type(r.seq) is int
+                and type(r.version) is int):
+            # One dump with an empty prev_hash, cut at its last occurrence: only numbers
+            # follow the top-level key (sorted: received_at, seq, version), and inside a
+            # string every quote is escaped, so the last match is the top-level key.
+            b = orjson.dumps(
+                {"action": r.action, "actor": r.actor, "after": r.after, "at": r.at,
+                 "before": r.before, "event_id": r.event_id, "extra": r.extra,
+                 "note": r.note, "prev_hash": "", "received_at": r.received_at,
+                 "seq": r.seq, "version": r.version}, option=_OPTS)
+            i = b.rindex(_HOLE) + len(_HOLE) - 1
+            return Encoded(record, b[:i], b[i:])
+        d = r.to_dict(with_hash=False)
+        a = orjson.dumps({k: d[k] for k in _PREV_KEYS}, option=_OPTS)
+        z = orjson.dumps({k: d[k] for k in _POST_KEYS}, option=_OPTS)
+    except orjson.JSONEncodeError as exc:
+        raise orjson.JSONEncodeError(
+            f"record {r.seq} ({r.action} of {r.event_id}) cannot be encoded: {exc}") from exc
+    # {"action":…,"note":…} and {"received_at":…,…} around ,"prev_hash":"…",
+    return Encoded(record, a[:-1] + b',"prev_hash":"', b'",' + z[1:])
+
+
+def encode_all(records: Iterable[Record]) -> list[Encoded]:
+    """``encode`` for each record (all or nothing: the first that fails raises)."""
+    return [encode(r) for r in records]
+
+
+def chain_pre_encoded(encoded: Iterable[Encoded],
+                      prev_hash: str = GENESIS) -> list[tuple[Record, bytes]]:
+    """Chain records encoded beforehand: (record with hashes set, canonical bytes) each."""
     out = []
-    for r in records:
-        data = canonical(r, prev_hash)
+    for e in encoded:
+        data = e.with_prev(prev_hash)
         h = hashlib.sha256(data).hexdigest()
+        r = e.record
         # the constructor, not dataclasses.replace: this runs per record on the writer thread
         out.append((Record(r.seq, r.event_id, r.version, r.action, r.actor, r.at,
                            r.received_at, r.before, r.after, r.note, r.extra, prev_hash, h),
                     data))
         prev_hash = h
     return out
+
+
+def chain_encoded(records: Iterable[Record],
+                  prev_hash: str = GENESIS) -> list[tuple[Record, bytes]]:
+    """Like ``chain``, also returning each record's canonical bytes (what a store keeps)."""
+    return chain_pre_encoded(encode_all(records), prev_hash)
 
 
 def chain(records: Iterable[Record], prev_hash: str = GENESIS) -> list[Record]:

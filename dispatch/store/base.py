@@ -4,6 +4,9 @@ Appends are compare-and-set: the first record's ``seq`` must be the store's ``la
 or ``ConflictError`` (another writer got there first). The store fills ``prev_hash``/``hash``
 in commit order, so the chain is the store's, not the caller's. ``read(after_seq)`` lets a
 consumer resume from the last record it applied (``Engine.apply`` ignores repeats).
+
+``append`` never waits forever: a store gives up after its timeout with
+``dispatch.core.errors.StoreTimeoutError``; ``health()`` says why it cannot be written now.
 """
 
 from __future__ import annotations
@@ -38,6 +41,15 @@ class Store(Protocol):
 
     async def last_seq(self) -> int:
         """The seq of the last durable record (0 when empty)."""
+        ...
+
+    async def health(self) -> str | None:
+        """None when the store can be written now, else a short human reason ("journal
+        writer thread is dead", "disk full: …", "redis unreachable: …").
+
+        Answers within about a second and never hangs; ``/healthz`` answers 503 with the
+        reason while it is not None.
+        """
         ...
 
     async def save_snapshot(self, seq: int, blob: bytes) -> None:

@@ -30,6 +30,10 @@ class MemoryStore:
         self.records.extend(out)
         return out
 
+    async def health(self) -> str | None:
+        """Always writable while the process lives."""
+        return None
+
     async def read(self, after_seq: int = 0, limit: int | None = None) -> list[Record]:
         i = max(0, min(after_seq, len(self.records)))  # seqs are 1..n without gaps
         out = self.records[i:]

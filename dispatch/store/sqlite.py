@@ -1,14 +1,23 @@
 """The embedded journal: SQLite in WAL mode, one writer thread committing in groups.
 
-How it works: ``append`` puts the records on a queue (synchronously, so callers' order is
-kept) and awaits a future. One writer thread takes everything queued (up to ``batch_max``
-records), and in one ``BEGIN IMMEDIATE`` transaction re-reads the head, checks each batch's
-seq (compare-and-set), chains the hashes and inserts; after ``COMMIT`` it resolves the
-futures on the event loop (``call_soon_threadsafe``). A caller is answered only after its
-records are committed, so an answered event survives ``kill -9``.
+How it works: ``append`` encodes the records (on the caller's side, so a record that JSON
+cannot hold fails its own caller and nobody else's), puts them on a queue (synchronously, so
+callers' order is kept) and awaits a future. One writer thread takes everything queued (up
+to ``batch_max`` records), and in one ``BEGIN IMMEDIATE`` transaction re-reads the head,
+checks each batch's seq (compare-and-set), chains the hashes and inserts; after ``COMMIT`` it
+resolves the futures on the event loop (``call_soon_threadsafe``). A caller is answered only
+after its records are committed, so an answered event survives ``kill -9``.
 
 Each row keeps the record's canonical JSON (what is hashed) and its SHA-256; a ``head`` row
 keeps the last seq and hash so a truncated tail is detected too.
+
+Failures: the writer outlives any one transaction's failure (disk full, read-only file, a
+``ROLLBACK`` that itself raises: the connection is then dropped and a new one opened for
+the next batch); every future of a failed batch is settled with the error. ``append``
+waits at most ``append_timeout_s`` (``StoreTimeoutError``; an append still queued then is
+withdrawn, so nothing is written). ``health()`` names why the journal cannot be written
+now; after a failed commit it sends a tiny probe transaction (``health_probe`` table), so
+recovery (space freed, file writable again) is seen without waiting for a client write.
 
 ``synchronous="FULL"`` (default) fsyncs the WAL at every commit: survives power loss.
 ``"NORMAL"`` skips that fsync: still survives a killed process (the WAL is in the OS cache),
@@ -18,17 +27,23 @@ but the last commits may be lost on power failure; it is faster on slow disks.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import queue
 import sqlite3
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
-from dispatch.core.records import GENESIS, Record, chain_encoded
+from dispatch.core.errors import StoreTimeoutError
+from dispatch.core.records import GENESIS, Encoded, Record, chain_pre_encoded, encode_all
 from dispatch.store.base import check_batch
+
+log = logging.getLogger(__name__)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS journal (
@@ -45,19 +60,32 @@ CREATE TABLE IF NOT EXISTS snapshot (
     id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL, blob BLOB NOT NULL
 );
 """
+# Written only by health probes after a failed commit (never part of the journal's chain).
+PROBE_SCHEMA = """CREATE TABLE IF NOT EXISTS health_probe (
+    id INTEGER PRIMARY KEY CHECK (id = 1), at REAL NOT NULL)"""
+
+PROBE_WAIT_S = 0.8  # health() answers within about a second (the probe may take longer)
+
+# _Item.state: queued → taken by the writer → done; or queued → withdrawn (timed out first)
+QUEUED, TAKEN, WITHDRAWN, LATE = "queued", "taken", "withdrawn", "late"
 
 
 @dataclass
 class _Item:
     records: list[Record]
     fut: asyncio.Future[Any]
+    encoded: list[Encoded] = field(default_factory=list)
     snapshot: tuple[int, bytes] | None = None
+    probe: bool = False
     out: list[Record] = field(default_factory=list)
+    state: str = QUEUED
 
 
-def connect(path: str, synchronous: str = "FULL") -> sqlite3.Connection:
+def connect(path: str, synchronous: str = "FULL",
+            factory: type[sqlite3.Connection] = sqlite3.Connection) -> sqlite3.Connection:
     """A connection in autocommit mode with WAL and the chosen durability."""
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0,
+                           factory=factory)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute(f"PRAGMA synchronous={synchronous}")
     return conn
@@ -70,22 +98,49 @@ def row_to_record(hash_: str, data: bytes) -> Record:
     return Record.from_dict(d)
 
 
-class SqliteStore:
-    """The default store: a local SQLite file in WAL mode with group commit."""
+def describe(exc: BaseException) -> str:
+    """A short reason for a failed commit: "disk full: …", "read-only: …" or the error."""
+    msg = str(exc) or type(exc).__name__
+    low = msg.lower()
+    if "full" in low or getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+        return f"disk full: {msg}"
+    if "readonly" in low or "read-only" in low or "read only" in low:
+        return f"read-only: {msg}"
+    return f"the journal cannot be written: {type(exc).__name__}: {msg}"
 
-    def __init__(self, path: str, batch_max: int = 512, synchronous: str = "FULL") -> None:
+
+class SqliteStore:
+    """The default store: a local SQLite file in WAL mode with group commit.
+
+    ``connect_fn(path, synchronous)`` opens the writer's connections (tests inject faults
+    there); ``append_timeout_s`` bounds every append and snapshot.
+    """
+
+    def __init__(self, path: str, batch_max: int = 512, synchronous: str = "FULL",
+                 append_timeout_s: float = 10.0,
+                 connect_fn: Callable[[str, str], sqlite3.Connection] = connect) -> None:
         if synchronous.upper() not in ("FULL", "NORMAL", "EXTRA", "OFF"):
             raise ValueError(f"synchronous must be FULL or NORMAL, not {synchronous!r}")
+        if not append_timeout_s > 0:
+            raise ValueError(f"append_timeout_s must be positive, not {append_timeout_s!r}")
         self.path = str(path)
         self.batch_max = batch_max
         self.synchronous = synchronous.upper()
+        self.append_timeout_s = float(append_timeout_s)
+        self._connect = connect_fn
         self._q: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._rconn: sqlite3.Connection | None = None
         self._rlock = threading.Lock()
+        self._state_lock = threading.Lock()  # guards _Item.state between loop and writer
         self._loop: asyncio.AbstractEventLoop | None = None
         self._last_seq = 0
+        self._failure: str | None = None  # why the last commit failed (None: it succeeded)
+        self._diverged: str | None = None  # a commit landed after its caller gave up
+        self._busy_since: float | None = None  # monotonic start of the running commit
+        self._probe: _Item | None = None
         self.commits = 0  # transactions committed (for benchmarks and metrics)
+        self.failed_commits = 0
 
     async def open(self) -> None:
         """Create the file and schema, start the writer thread."""
@@ -113,15 +168,41 @@ class SqliteStore:
             self._rconn.close()
             self._rconn = None
 
-    async def append(self, records: list[Record]) -> list[Record]:
-        """Durable when it returns; ``ConflictError`` if the seqs do not follow the journal."""
-        if not records:
-            return []
+    def _enqueue(self, item: _Item) -> None:
         if self._thread is None or self._loop is None:
             raise RuntimeError("the store is not open")
-        item = _Item(list(records), self._loop.create_future())
+        if not self._thread.is_alive():
+            raise StoreTimeoutError("the journal writer thread is dead; nothing was written")
         self._q.put(item)
-        return await item.fut  # type: ignore[no-any-return]
+
+    async def _wait(self, item: _Item) -> Any:
+        try:
+            return await asyncio.wait_for(asyncio.shield(item.fut), self.append_timeout_s)
+        except TimeoutError:
+            with self._state_lock:
+                withdrawn = item.state == QUEUED
+                item.state = WITHDRAWN if withdrawn else LATE
+            item.fut.cancel()
+            what = ("it was withdrawn, nothing was written" if withdrawn else
+                    "its commit was still running, the outcome is unknown")
+            raise StoreTimeoutError(
+                f"the journal did not commit within {self.append_timeout_s:g} s; {what}"
+            ) from None
+
+    async def append(self, records: list[Record]) -> list[Record]:
+        """Durable when it returns; ``ConflictError`` if the seqs do not follow the journal.
+
+        A record JSON cannot hold raises ``TypeError`` here, before anything is queued (the
+        other callers of the same group commit are not affected); ``StoreTimeoutError``
+        after ``append_timeout_s``.
+        """
+        if not records:
+            return []
+        if self._loop is None:
+            raise RuntimeError("the store is not open")
+        item = _Item(list(records), self._loop.create_future(), encoded=encode_all(records))
+        self._enqueue(item)
+        return await self._wait(item)  # type: ignore[no-any-return]
 
     async def read(self, after_seq: int = 0, limit: int | None = None) -> list[Record]:
         return await asyncio.to_thread(self._read, after_seq, limit)
@@ -139,11 +220,11 @@ class SqliteStore:
 
     async def save_snapshot(self, seq: int, blob: bytes) -> None:
         """Kept in the same transaction stream as appends (through the writer)."""
-        if self._thread is None or self._loop is None:
+        if self._loop is None:
             raise RuntimeError("the store is not open")
         item = _Item([], self._loop.create_future(), snapshot=(seq, bytes(blob)))
-        self._q.put(item)
-        await item.fut
+        self._enqueue(item)
+        await self._wait(item)
 
     async def load_snapshot(self) -> tuple[int, bytes] | None:
         def load() -> tuple[int, bytes] | None:
@@ -153,68 +234,169 @@ class SqliteStore:
             return (row[0], bytes(row[1])) if row else None
         return await asyncio.to_thread(load)
 
+    async def health(self) -> str | None:
+        """None when the journal can be written now, else why not (answers within ~1 s).
+
+        After a failed commit a probe transaction is queued (one at a time) and awaited
+        briefly: a disk with space again or a file writable again is reported healthy
+        without waiting for a client's write.
+        """
+        if self._thread is None or self._loop is None:
+            return "the store is not open"
+        if not self._thread.is_alive():
+            return "the journal writer thread is dead"
+        if self._diverged is not None:
+            return self._diverged
+        busy = self._busy_since
+        if busy is not None and time.monotonic() - busy > self.append_timeout_s:
+            return f"the journal writer is stuck in one commit for " \
+                   f"{time.monotonic() - busy:.0f} s"
+        if self._failure is None:
+            return None
+        probe = self._probe
+        if probe is None or probe.fut.done():
+            probe = _Item([], self._loop.create_future(), probe=True)
+            probe.fut.add_done_callback(_retrieve)
+            self._probe = probe
+            self._q.put(probe)
+        try:
+            await asyncio.wait_for(asyncio.shield(probe.fut), PROBE_WAIT_S)
+        except Exception:
+            pass  # the probe failed or is still waiting: the last failure stands
+        return self._failure
+
     # -- the writer thread ------------------------------------------------------------------
     def _run(self) -> None:
-        conn = connect(self.path, self.synchronous)
+        conn: sqlite3.Connection | None = None
         stop = False
-        try:
-            while not stop:
-                first = self._q.get()
-                if first is None:
-                    break
-                batch, n = [first], len(first.records)
-                while n < self.batch_max:
-                    try:
-                        nxt = self._q.get_nowait()
-                    except queue.Empty:
-                        break
-                    if nxt is None:
-                        stop = True
-                        break
-                    batch.append(nxt)
-                    n += len(nxt.records)
-                self._commit(conn, batch)
-        finally:
-            conn.close()
-
-    def _commit(self, conn: sqlite3.Connection, batch: list[_Item]) -> None:
-        errors: dict[int, BaseException] = {}
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            row = conn.execute("SELECT seq, hash FROM journal ORDER BY seq DESC LIMIT 1").fetchone()
-            last_seq, last_hash = (row[0], row[1]) if row else (0, GENESIS)
-            rows: list[tuple[int, str, str, str, bytes]] = []
-            for i, item in enumerate(batch):
-                if item.snapshot is not None:
-                    conn.execute("INSERT OR REPLACE INTO snapshot (id, seq, blob) VALUES (1,?,?)",
-                                 item.snapshot)
-                    continue
+        while not stop:
+            first = self._q.get()
+            if first is None:
+                break
+            batch, n = [first], len(first.records)
+            while n < self.batch_max:
                 try:
-                    check_batch(item.records, last_seq)
-                except Exception as exc:
-                    errors[i] = exc
-                    continue
-                sealed = chain_encoded(item.records, last_hash)
-                item.out = [r for r, _ in sealed]
-                rows.extend((r.seq, r.event_id, r.action, r.hash, d) for r, d in sealed)
-                last_seq, last_hash = item.out[-1].seq, item.out[-1].hash
-            if rows:
-                conn.executemany(
-                    "INSERT INTO journal (seq, event_id, action, hash, data) VALUES (?,?,?,?,?)",
-                    rows)
-                conn.execute("INSERT OR REPLACE INTO head (id, seq, hash) VALUES (1,?,?)",
-                             (last_seq, last_hash))
-            conn.execute("COMMIT")
-            self._last_seq = last_seq
+                    nxt = self._q.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    stop = True
+                    break
+                batch.append(nxt)
+                n += len(nxt.records)
+            try:
+                conn = self._commit_safely(conn, batch)
+            except BaseException:  # never let one batch end the writer
+                log.exception("journal writer: unexpected failure (batch refused)")
+        if conn is not None:
+            _close_quietly(conn)
+
+    def _commit_safely(self, conn: sqlite3.Connection | None,
+                       batch: list[_Item]) -> sqlite3.Connection | None:
+        """Commit ``batch``; whatever happens, settle every future of it exactly once."""
+        with self._state_lock:
+            batch = [item for item in batch if item.state == QUEUED]
+            for item in batch:
+                item.state = TAKEN
+        if not batch:
+            return conn
+        errors: dict[int, BaseException] = {}
+        self._busy_since = time.monotonic()
+        try:
+            if conn is None:
+                conn = self._connect(self.path, self.synchronous)
+            errors = self._commit(conn, batch)
+            self._failure = None
             self.commits += 1
         except BaseException as exc:
+            self.failed_commits += 1
+            self._failure = describe(exc)
+            log.error("journal commit of %d item(s) failed: %s", len(batch), self._failure)
+            errors = {i: exc for i in range(len(batch))}
+            conn = self._rollback(conn)
+        finally:
+            self._busy_since = None
+            with self._state_lock:
+                late = [i for i, item in enumerate(batch)
+                        if item.state == LATE and i not in errors]
+            if late:
+                self._diverged = ("a change was committed after its caller had timed out; "
+                                  "restart the server to reload the journal")
+                log.error("journal: %s", self._diverged)
+            self._settle(batch, errors)
+        return conn
+
+    def _rollback(self, conn: sqlite3.Connection | None) -> sqlite3.Connection | None:
+        """Undo a failed transaction; a connection that cannot roll back is replaced."""
+        if conn is None:
+            return None
+        try:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            errors = {i: exc for i in range(len(batch))}
+            return conn
+        except BaseException as exc:
+            log.error("journal ROLLBACK failed (%s); reconnecting for the next batch", exc)
+            _close_quietly(conn)  # closing drops the open transaction
+            return None
+
+    def _settle(self, batch: list[_Item], errors: dict[int, BaseException]) -> None:
         assert self._loop is not None
-        # one wake-up of the event loop per transaction, not one per waiting caller
-        self._loop.call_soon_threadsafe(_settle, [(item, errors.get(i))
-                                                  for i, item in enumerate(batch)])
+        done = [(item, errors.get(i)) for i, item in enumerate(batch)]
+        try:
+            # one wake-up of the event loop per transaction, not one per waiting caller
+            self._loop.call_soon_threadsafe(_settle, done)
+        except RuntimeError:
+            log.warning("journal: the event loop is closed; %d caller(s) not answered",
+                        len(done))
+
+    def _commit(self, conn: sqlite3.Connection, batch: list[_Item]) -> dict[int, BaseException]:
+        """One transaction for the batch; returns the items refused (compare-and-set)."""
+        errors: dict[int, BaseException] = {}
+        conn.execute("BEGIN IMMEDIATE")
+        row = conn.execute("SELECT seq, hash FROM journal ORDER BY seq DESC LIMIT 1").fetchone()
+        last_seq, last_hash = (row[0], row[1]) if row else (0, GENESIS)
+        rows: list[tuple[int, str, str, str, bytes]] = []
+        for i, item in enumerate(batch):
+            if item.probe:
+                conn.execute(PROBE_SCHEMA)
+                conn.execute("INSERT OR REPLACE INTO health_probe (id, at) VALUES (1, ?)",
+                             (time.time(),))
+                continue
+            if item.snapshot is not None:
+                conn.execute("INSERT OR REPLACE INTO snapshot (id, seq, blob) VALUES (1,?,?)",
+                             item.snapshot)
+                continue
+            try:
+                check_batch(item.records, last_seq)
+            except Exception as exc:
+                errors[i] = exc
+                continue
+            sealed = chain_pre_encoded(item.encoded, last_hash)
+            item.out = [r for r, _ in sealed]
+            rows.extend((r.seq, r.event_id, r.action, r.hash, d) for r, d in sealed)
+            last_seq, last_hash = item.out[-1].seq, item.out[-1].hash
+        if rows:
+            conn.executemany(
+                "INSERT INTO journal (seq, event_id, action, hash, data) VALUES (?,?,?,?,?)",
+                rows)
+            conn.execute("INSERT OR REPLACE INTO head (id, seq, hash) VALUES (1,?,?)",
+                         (last_seq, last_hash))
+        conn.execute("COMMIT")
+        self._last_seq = last_seq
+        return errors
+
+
+def _close_quietly(conn: sqlite3.Connection) -> None:
+    try:
+        conn.close()
+    except BaseException:  # noqa: S110 - a broken connection is being dropped anyway
+        pass
+
+
+def _retrieve(fut: asyncio.Future[Any]) -> None:
+    """Mark a probe's exception as seen (nobody may be awaiting it any more)."""
+    if not fut.cancelled():
+        fut.exception()
 
 
 def _settle(done: list[tuple[_Item, BaseException | None]]) -> None:

@@ -62,6 +62,12 @@ async def test_conflict_in_a_group_fails_only_that_batch(store: Store) -> None:
     assert [r.seq for r in await store.read()] == [1, 2]
 
 
+async def test_health_of_a_writable_store(store: Store) -> None:
+    assert await asyncio.wait_for(store.health(), 1.5) is None
+    await store.append([rec(1)])
+    assert await asyncio.wait_for(store.health(), 1.5) is None
+
+
 async def test_snapshot(store: Store) -> None:
     assert await store.load_snapshot() is None
     await store.save_snapshot(3, b"abc")
