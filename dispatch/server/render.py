@@ -1,12 +1,25 @@
-"""The public JSON shapes (contract §3, docs/api.md) made from the core's state."""
+"""The public JSON shapes (contract §3, docs/api.md) made from the core's state.
+
+Rendering never raises (contract §3 Bounds): what an older version stored is rendered as it
+can be. A time ``datetime`` cannot print (1e12, -1e12, NaN, a string) is null, a malformed
+deadline, timeline entry or routing block is left out or null, and a value the JSON encoder
+would refuse (a lone surrogate, an integer past 64 bits) is made plain. Points are kept
+exact in the state (routing uses them) and rounded to 7 decimals (~1 cm) here, for display.
+"""
 
 from __future__ import annotations
 
+import logging
+import math
 from collections import OrderedDict
 from collections.abc import Mapping
 from datetime import datetime, tzinfo
 from functools import lru_cache
 from typing import Any
+
+import orjson
+
+log = logging.getLogger("dispatch.render")
 
 STAGES = ("respond", "depart", "arrive")
 STAGE_DONE = {"respond": "responded_at", "depart": "departed_at", "arrive": "arrived_at"}
@@ -18,11 +31,23 @@ PUBLIC_KEYS = ("id", "status", "tier", "category", "description", "source", "pri
                "zone", "team", "unit", "mutual_aid", "routing", "breaches", "version", "seq")
 
 
-def iso(t: float | None, tz: tzinfo) -> str | None:
-    """Epoch seconds → ISO 8601 with offset, millisecond precision."""
-    if t is None:
+DISPLAY_DECIMALS = 7
+_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1  # what orjson encodes
+_PLAIN_DEPTH = 64
+
+
+def iso(t: Any, tz: tzinfo) -> str | None:
+    """Epoch seconds → ISO 8601 with offset, millisecond precision; None for anything else.
+
+    Never raises: a value that is no number, not finite, or outside what ``datetime`` can
+    print in ``tz`` (an older version's stored 1e12 or -1e12) renders as None.
+    """
+    if t is None or isinstance(t, bool) or not isinstance(t, int | float):
         return None
-    return _iso(t, tz)
+    try:
+        return _iso(float(t), tz)
+    except (OverflowError, OSError, ValueError):
+        return None
 
 
 @lru_cache(maxsize=16384)
@@ -32,20 +57,73 @@ def _iso(t: float, tz: tzinfo) -> str:
     return datetime.fromtimestamp(t, tz).isoformat(timespec="milliseconds")
 
 
+def _num(v: Any) -> float | None:
+    """``v`` as a finite float, or None."""
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return None
+    try:
+        f = float(v)
+    except OverflowError:
+        return None
+    return f if math.isfinite(f) else None
+
+
+def _dict(v: Any) -> dict[str, Any]:
+    return v if isinstance(v, dict) else {}
+
+
+def _list(v: Any) -> list[Any]:
+    return list(v) if isinstance(v, list | tuple) else []
+
+
+def display_point(loc: Any) -> Any:
+    """A location with lon/lat rounded to 7 decimals for display; the state keeps them exact."""
+    if not isinstance(loc, dict):
+        return None
+    out = dict(loc)
+    for k in ("lon", "lat"):
+        v = _num(loc.get(k))
+        out[k] = None if v is None else round(v, DISPLAY_DECIMALS)
+    return out
+
+
+def plain(v: Any, depth: int = 0) -> Any:
+    """``v`` made encodable as JSON: lone surrogates → U+FFFD, out-of-range integers → text,
+    NaN/Infinity → None, keys → text, anything else unknown → None."""
+    if v is None or isinstance(v, bool):
+        return v
+    if isinstance(v, str):
+        return v.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    if isinstance(v, int):
+        return v if _INT_MIN <= v <= _INT_MAX else str(v)
+    if isinstance(v, float):
+        return v if math.isfinite(v) else None
+    if depth >= _PLAIN_DEPTH:
+        return None
+    if isinstance(v, dict):
+        return {plain(str(k)): plain(x, depth + 1) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [plain(x, depth + 1) for x in v]
+    return None
+
+
 def next_deadline(ev: dict[str, Any]) -> tuple[str, float] | None:
     """The first stage not yet done while the event is open, with its deadline."""
-    if ev.get("status") not in OPEN or not ev.get("deadlines"):
+    if ev.get("status") not in OPEN:
+        return None
+    deadlines = _dict(ev.get("deadlines"))
+    if not deadlines:
         return None
     for stage in STAGES:
         if ev.get(STAGE_DONE[stage]) is None:
-            due = ev["deadlines"].get(stage)
+            due = _num(deadlines.get(stage))
             return (stage, due) if due is not None else None
     return None
 
 
 def timer_state(ev: dict[str, Any], warn_at: float | None, now: float) -> str:
     """on_time | warning | breached | escalated | closed, as the map colours it."""
-    if ev.get("status") not in OPEN:
+    if not isinstance(ev, dict) or ev.get("status") not in OPEN:
         return "closed"
     if ev.get("escalations"):
         return "escalated"
@@ -58,7 +136,7 @@ def timer_state(ev: dict[str, Any], warn_at: float | None, now: float) -> str:
 
 def event_json(ev: dict[str, Any], tz: tzinfo, now: float,
                warn_fraction: float = 0.2) -> dict[str, Any]:
-    """One event as clients see it."""
+    """One event as clients see it; never raises, whatever was stored."""
     out, warn_at = _event_fixed(ev, tz, warn_fraction)
     out["timer_state"] = timer_state(ev, warn_at, now)
     return out
@@ -66,34 +144,61 @@ def event_json(ev: dict[str, Any], tz: tzinfo, now: float,
 
 def _event_fixed(ev: dict[str, Any], tz: tzinfo,
                  warn_fraction: float) -> tuple[dict[str, Any], float | None]:
-    """Everything of ``event_json`` that does not depend on ``now``, and the warning time."""
+    """Everything of ``event_json`` that does not depend on ``now``, and the warning time.
+
+    Never raises: a state it cannot make sense of at all renders as its id and nulls.
+    """
+    try:
+        out, warn_at = _event_fields(ev, tz, warn_fraction)
+    except Exception:  # last resort; _event_fields is written not to get here
+        log.exception("event %r could not be rendered; sent as its id only",
+                      plain(ev.get("id")) if isinstance(ev, dict) else None)
+        eid = ev.get("id") if isinstance(ev, dict) else None
+        out = {k: None for k in PUBLIC_KEYS}
+        out.update({"id": eid if isinstance(eid, str) else None, "mutual_aid": False,
+                    "routing": {}, "breaches": [], "deadlines": {s: None for s in STAGES},
+                    "next_deadline": None, "timer_state": None, "escalations": [],
+                    "timeline": []})
+        out.update({k: None for k in TIME_KEYS})
+        return out, None
+    try:  # cheap proof that it encodes; else make every value plain
+        orjson.dumps(out)
+    except TypeError:  # orjson.JSONEncodeError: a lone surrogate, a 100-bit integer, ...
+        out = plain(out)
+    return out, warn_at
+
+
+def _event_fields(ev: dict[str, Any], tz: tzinfo,
+                  warn_fraction: float) -> tuple[dict[str, Any], float | None]:
     out: dict[str, Any] = {k: ev.get(k) for k in PUBLIC_KEYS}
+    out["location"] = display_point(ev.get("location"))
     out["mutual_aid"] = bool(ev.get("mutual_aid"))
-    r = ev.get("routing") or {}
-    out["routing"] = {**(r.get("route") or {}), "snapped_m": r.get("snapped_m"),
+    r = _dict(ev.get("routing"))
+    out["routing"] = {**_dict(r.get("route")), "snapped_m": r.get("snapped_m"),
                       "unit": r.get("unit")}
-    out["breaches"] = list(ev.get("breaches") or [])
+    out["breaches"] = _list(ev.get("breaches"))
     for k in TIME_KEYS:
         out[k] = iso(ev.get(k), tz)
-    dl = ev.get("deadlines") or {}
+    dl = _dict(ev.get("deadlines"))
     out["deadlines"] = {s: iso(dl.get(s), tz) for s in STAGES}
     nd = next_deadline(ev)
     warn_at = None
     if nd is not None:
         stage, due = nd
         out["next_deadline"] = {"stage": stage, "at": iso(due, tz)}
-        warn_at = (ev.get("warn_at") or {}).get(stage)
+        warn_at = _num(_dict(ev.get("warn_at")).get(stage))
         if warn_at is None:
-            window = due - (ev.get("dispatched_at") or due)
-            warn_at = due - warn_fraction * window
+            window = due - (_num(ev.get("dispatched_at")) or due)
+            warn_at = _num(due - warn_fraction * window)
     else:
         out["next_deadline"] = None
     out["timer_state"] = None
     out["escalations"] = [
-        {**e, "at": iso(e.get("at"), tz)} for e in (ev.get("escalations") or [])]
+        {**e, "at": iso(e.get("at"), tz)} for e in _list(ev.get("escalations"))
+        if isinstance(e, dict)]
     out["timeline"] = [
         {**t, "at": iso(t.get("at"), tz), "received_at": iso(t.get("received_at"), tz)}
-        for t in (ev.get("timeline") or [])]
+        for t in _list(ev.get("timeline")) if isinstance(t, dict)]
     return out, warn_at
 
 
@@ -114,7 +219,7 @@ class Renderer:
 
     def __call__(self, ev: dict[str, Any], now: float) -> dict[str, Any]:
         """A fresh top-level dict (callers may drop keys); nested values are shared."""
-        eid = ev.get("id")
+        eid = ev.get("id") if isinstance(ev, dict) else None
         hit = self._cache.get(eid) if isinstance(eid, str) else None
         if hit is not None and hit[0] is ev:
             self._cache.move_to_end(eid)  # type: ignore[arg-type]
@@ -141,13 +246,21 @@ def event_summary(ev: dict[str, Any], tz: tzinfo, now: float,
 
 def unit_json(dataset: Any, units: Any, busy: Mapping[str, str], unit_id: str, now: float,
               tz: tzinfo) -> dict[str, Any]:
-    """A unit with its position (reported, stale or base) and availability."""
+    """A unit with its position (reported, stale or base) and availability.
+
+    Never raises for a stored position: an unprintable time is null, lon/lat are rounded
+    to 7 decimals for display, a non-finite number is null.
+    """
     u = dataset.units[unit_id]
     pos = units.position(unit_id, now)
+    lon, lat = _num(pos.get("lon")), _num(pos.get("lat"))
+    age, acc = _num(pos.get("age_s")), _num(pos.get("accuracy_m"))
     return {
         "id": unit_id, "name": u.name, "kind": u.kind, "team": u.team,
-        "lon": pos["lon"], "lat": pos["lat"], "at": iso(pos.get("at"), tz),
-        "age_s": None if pos.get("age_s") is None else round(pos["age_s"], 1),
-        "accuracy_m": pos.get("accuracy_m"), "source": pos["source"],
+        "lon": None if lon is None else round(lon, DISPLAY_DECIMALS),
+        "lat": None if lat is None else round(lat, DISPLAY_DECIMALS),
+        "at": iso(pos.get("at"), tz),
+        "age_s": None if age is None else round(age, 1),
+        "accuracy_m": acc, "source": pos.get("source"),
         "available": unit_id not in busy, "event": busy.get(unit_id),
     }
