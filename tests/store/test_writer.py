@@ -172,3 +172,44 @@ def test_pre_encoding_gives_the_canonical_bytes() -> None:
     for r in (rec(1), tricky, odd):
         for prev in ("", "0" * 64, "ab" * 32):
             assert encode(r).with_prev(prev) == canonical(r, prev)
+
+
+async def test_a_bad_record_does_not_fail_a_timer_or_another_intake(tmp_path: Path) -> None:
+    """Defect 4 through the runtime: the firing and the good intake that share the commit
+    with the bad intake are stored and answered; only the bad intake is refused."""
+    from dispatch.clock import FakeClock
+    from dispatch.config import load_config
+    from dispatch.runtime import Runtime, StoreUnavailableError
+    from dispatch.store import replay
+    from tests.server.conftest import BEIYANG_RESERVOIR, write_config
+
+    lon, lat = BEIYANG_RESERVOIR
+
+    def intake(n: int, description: str = "ok") -> dict[str, Any]:
+        return {"category": "noise", "location": {"lon": lon, "lat": lat + n * 1e-4},
+                "description": description}
+
+    clock = FakeClock()
+    store = SqliteStore(str(tmp_path / "rt.db"), synchronous="NORMAL")
+    rt = Runtime(load_config(write_config(tmp_path)), clock=clock, store=store)
+    await rt.start()
+    try:
+        ev = (await rt.create(intake(1), "op")).event
+        assert ev is not None
+        clock.set(ev["deadlines"]["respond"] + 0.01)
+        fired, bad, good = await asyncio.wait_for(asyncio.gather(
+            rt.fire_due(), rt.create(intake(2, "bad \ud800"), "op"), rt.create(intake(3), "op"),
+            return_exceptions=True), 5)
+        assert isinstance(bad, StoreUnavailableError)
+        assert not isinstance(fired, BaseException) and not isinstance(good, BaseException)
+        assert [r.action for r in fired.records] == ["breached", "escalated"]
+        assert good.created and good.event is not None
+        journal = await store.read()
+        assert [r.action for r in journal] == ["created", "breached", "escalated", "created"]
+        assert journal[-1].event_id == good.event["id"]
+        assert verify_journal(store.path)[0]
+        again = type(rt.engine)(rt.policy, rt.port)  # the journal replays to the same state
+        await replay(store, again)
+        assert list(again.events()) == list(rt.engine.events())
+    finally:
+        await rt.stop()
