@@ -1,7 +1,13 @@
-"""REST handlers under ``/api/v1`` (contract §3, docs/api.md)."""
+"""REST handlers under ``/api/v1`` (contract §3, docs/api.md).
+
+Scope (contract §6): an event, unit or team outside the caller's scope answers 404 with the
+same body as an unknown id, so ids cannot be probed; a refusal because of the caller's role
+(an intake token reading events, a field unit cancelling) answers 403 whatever the id.
+"""
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from aiohttp import web
@@ -20,6 +26,31 @@ V1 = "/api/v1"
 
 def forbid(message: str) -> ApiError:
     return ApiError(403, "forbidden", message)
+
+
+def no_event(event_id: str) -> NotFoundError:
+    """What an unknown event id answers; an event outside the caller's scope answers the
+    same (the engine's own message for an unknown id)."""
+    return NotFoundError(f"no event {event_id!r}")
+
+
+def no_unit(unit_id: str, field: str | None = None) -> ApiError:
+    return ApiError(404, "not_found", f"no unit {unit_id!r}", field)
+
+
+def caller_id(p: Principal) -> str:
+    """The opaque id under which a token's duplicate keys are kept (contract §3).
+
+    Derived from the token's digest one way (the digest cannot be recovered from it) and
+    stored on the events the token creates as ``caller``, which is never rendered.
+    """
+    return hashlib.sha256(b"caller:" + p.digest.encode("utf-8")).hexdigest()[:16]
+
+
+def _bounds(state: State) -> dict[str, Any]:
+    """The keyword arguments that bound client times at the door (contract §3)."""
+    return {"now": state.clock.now(),
+            "max_skew_s": float(state.config["offline"]["max_skew_s"])}
 
 
 async def read_json(request: web.Request, state: State, optional: bool = False) -> Any:
@@ -43,30 +74,53 @@ async def read_json(request: web.Request, state: State, optional: bool = False) 
 
 # -- shared by HTTP and WebSocket -----------------------------------------------------------
 def get_event(state: State, p: Principal, event_id: str) -> dict[str, Any]:
+    """The event, if ``p`` may read it; else 404, the same as an unknown id."""
     ev = state.runtime.engine.get(event_id)
     if not p.can_read_event(ev):
-        raise forbid(f"event {event_id} is outside your scope")
+        raise no_event(event_id)
     return ev
+
+
+def check_actor(p: Principal) -> None:
+    """403 for a role that acts on no event (before any id is looked up)."""
+    if p.role not in ("operator", "field", "admin"):
+        raise forbid(f"a {p.role} token may not act on events")
+
+
+def actable_event(state: State, p: Principal, event_id: str) -> dict[str, Any]:
+    """The event ``p`` may act on: 403 for a role that never acts, 404 for an unknown id
+    or one outside the caller's scope (a field unit: not assigned to it)."""
+    check_actor(p)
+    ev = get_event(state, p, event_id)
+    if not p.can_act(ev):  # every role left acts on what it reads; kept as a guard
+        raise no_event(event_id)
+    return ev
+
+
+def check_reassign(state: State, p: Principal, unit: str | None, team: str | None) -> None:
+    """A reassign names only units and teams the caller sees (contract §3 bounds): an
+    unknown one and one outside the caller's region both answer 404 naming the field."""
+    ds = state.runtime.dataset
+    if unit is not None:
+        u = ds.units.get(unit)
+        if u is None or not unit_visible(state, p, u.id, u.team):
+            raise no_unit(unit, "unit")
+    if team is not None and (team not in ds.teams or not (
+            p.sees_all() or p.region in state.team_paths.get(team, ()))):
+        raise ApiError(404, "not_found", f"no team {team!r}", "team")
 
 
 async def apply_action(state: State, p: Principal, event_id: str, action: str,
                        data: Any) -> dict[str, Any]:
-    """Check scope and role, then carry out one lifecycle action."""
+    """Check role and scope, then carry out one lifecycle action."""
     if action not in ACTIONS:
         raise ApiError(404, "not_found", f"unknown action {action!r}")
-    body = validation.action_body(data)
-    ev = state.runtime.engine.get(event_id)
-    if p.role == "field":
-        if ev.get("unit") != p.unit:
-            raise forbid(f"event {event_id} is not assigned to your unit")
-        if action not in FIELD_ACTIONS:
-            raise forbid(f"a field unit may not {action}")
-    elif not p.can_act(ev):
-        raise forbid(f"event {event_id} is outside your scope")
-    if action == "reassign" and body["team"] and p.role == "operator":
-        team = state.runtime.dataset.teams.get(body["team"])
-        if team is not None and p.region not in state.team_paths.get(team.id, ()):
-            raise forbid(f"team {body['team']} is outside your scope")
+    actable_event(state, p, event_id)
+    body = validation.action_body(data, **_bounds(state))
+    if p.role == "field" and action not in FIELD_ACTIONS:
+        raise forbid(f"a field unit may not {action}")
+    if action == "reassign":
+        check_reassign(state, p, body["unit"], body["team"])
     out = await state.runtime.act(event_id, action, p.actor, **body)
     return state.render(out.event)
 
@@ -74,19 +128,16 @@ async def apply_action(state: State, p: Principal, event_id: str, action: str,
 def apply_position(state: State, p: Principal, unit_id: str, data: Any) -> dict[str, Any]:
     """Record a unit's position and push it to the clients that see the unit."""
     ds = state.runtime.dataset
+    if p.role not in ("operator", "field", "admin"):
+        raise forbid(f"a {p.role} token may not report positions")
     unit = ds.units.get(unit_id)
-    if unit is None:
-        raise ApiError(404, "not_found", f"unknown unit {unit_id!r}")
+    if unit is None or not unit_visible(state, p, unit_id, unit.team):
+        raise no_unit(unit_id)  # out of scope answers as unknown (contract §6)
     path = state.team_paths.get(unit.team, frozenset())
-    allowed = (p.role == "admin" or (p.role == "field" and p.unit == unit_id)
-               or (p.role == "operator" and (p.region is None or p.region in path)))
-    if not allowed:
-        raise forbid(f"unit {unit_id} is outside your scope")
-    body = validation.position(data)
-    now = state.clock.now()
+    bounds = _bounds(state)
+    body = validation.position(data, **bounds)
+    now = bounds["now"]
     at = body["at"] if body["at"] is not None else now
-    if at > now + float(state.config["offline"]["max_skew_s"]):
-        raise ApiError(422, "invalid_field", "at is in the future", "at")
     state.runtime.units.update_position(unit_id, body["lon"], body["lat"], at,
                                         accuracy_m=body["accuracy_m"])
     state.runtime.share_position(unit_id, body["lon"], body["lat"], at, body["accuracy_m"])
@@ -132,7 +183,7 @@ async def create_event(request: web.Request) -> web.Response:
     if p.role not in ("intake", "operator", "admin"):
         raise forbid(f"a {p.role} token may not create events")
     data = await read_json(request, state)
-    fields = validation.intake(data, state.runtime.policy.categories)
+    fields = validation.intake(data, state.runtime.policy.categories, **_bounds(state))
     key = request.headers.get("Idempotency-Key")
     if key is not None and not 0 < len(key) <= 128:
         raise ApiError(422, "invalid_field", "Idempotency-Key must be 1..128 characters",
@@ -141,7 +192,11 @@ async def create_event(request: web.Request) -> web.Response:
         r = state.runtime.port.route(fields["location"]["lon"], fields["location"]["lat"])
         if p.region not in (r.grid, r.township, r.county, r.city):
             raise forbid("the event's location is outside your region")
-    out = await state.runtime.create(fields, p.actor, idempotency_key=key)
+    # duplicates are the caller's own (contract §3): its id keys them, and an event stored
+    # before callers were recorded is matched only when the caller may read it
+    fields["caller"] = caller_id(p)
+    out = await state.runtime.create(fields, p.actor, idempotency_key=key,
+                                     may_read=p.can_read_event)
     return json_response(state.render(out.event), status=201 if out.created else 200)
 
 
@@ -200,11 +255,15 @@ async def get_event_handler(request: web.Request) -> web.Response:
 
 async def event_units(request: web.Request) -> web.Response:
     state, p = request.app[STATE], principal_of(request)
+    if p.role == "intake":
+        raise forbid("an intake token may only create events")
     ev = get_event(state, p, request.match_info["id"])
     rt, now = state.runtime, state.clock.now()
     busy = rt.engine.busy_units()
     lon, lat = ev["location"]["lon"], ev["location"]["lat"]
     rec = rt.port.recommend(ev["team"], lon, lat, now, busy) if ev.get("team") else None
+    if rec is not None and not unit_visible(state, p, rec.unit, rec.team):
+        rec = None  # e.g. mutual aid from another county: not the caller's to see
     nearby = rt.units.nearby(lon, lat, now, busy, n=8)
     return json_response({
         "recommended": pick_to_dict(rec) if rec else None,
@@ -216,7 +275,7 @@ async def event_units(request: web.Request) -> web.Response:
 async def act_handler(request: web.Request) -> web.Response:
     state, p = request.app[STATE], principal_of(request)
     event_id = request.match_info["id"]
-    state.runtime.engine.get(event_id)
+    actable_event(state, p, event_id)  # 403/404 before the body is read, as apply_action
     data = await read_json(request, state, optional=True)
     return json_response(await apply_action(state, p, event_id, request.match_info["action"],
                                             data))

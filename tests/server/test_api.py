@@ -84,7 +84,7 @@ async def test_field_unit_lifecycle_replay_and_illegal(server):
     assert code == 403  # a field unit may not cancel
     other = server.field_token("u-0002" if ev["unit"] != "u-0002" else "u-0003")
     code, out = await server.call("POST", f"/api/v1/events/{ev['id']}/arrive", other)
-    assert code == 403
+    assert code == 404  # not its event: as if unknown (contract §6)
     code, out = await server.call("POST", f"/api/v1/events/{ev['id']}/arrive", who)
     assert code == 200 and out["status"] == "arrived"
     code, out = await server.call("POST", f"/api/v1/events/{ev['id']}/resolve", who,
@@ -114,10 +114,11 @@ async def test_scope_county_operator_sees_only_its_county(server):
     _, e_jj = await server.call("POST", "/api/v1/events", "intake", json=intake_body(*jj))
     _, mine = await server.call("GET", "/api/v1/events", "huangyan")
     assert [e["id"] for e in mine["events"]] == [e_hy["id"]]
+    # out of scope answers 404, the same as an unknown id (contract §6)
     code, _ = await server.call("GET", f"/api/v1/events/{e_jj['id']}", "huangyan")
-    assert code == 403
+    assert code == 404
     code, _ = await server.call("POST", f"/api/v1/events/{e_jj['id']}/escalate", "huangyan")
-    assert code == 403
+    assert code == 404
     code, _ = await server.call("POST", "/api/v1/events", "huangyan", json=intake_body(*jj))
     assert code == 403
     code, _ = await server.call("GET", "/api/v1/events", "intake")
@@ -164,7 +165,7 @@ async def test_positions_scope_and_units(server):
     assert code == 200 and out["source"] == "reported" and abs(out["lon"] - lon) < 1e-6
     code, _ = await server.call("PUT", f"/api/v1/units/{unit}/position", "jiaojiang",
                                 json={"lon": lon, "lat": lat})
-    assert code == 403
+    assert code == 404  # out of scope answers as unknown (contract §6)
     code, _ = await server.call("PUT", f"/api/v1/units/{unit}/position", "huangyan",
                                 json={"lon": lon, "lat": lat})
     assert code == 200
@@ -203,7 +204,7 @@ async def test_stats_and_exports(server):
 async def test_metrics_health_categories_geojson(server):
     lon, lat = point_in(server, "331003")
     await server.call("POST", "/api/v1/events", "intake", json=intake_body(lon, lat))
-    async with server.session.get(server.url + "/metrics") as r:
+    async with server.session.get(server.url + "/metrics", headers=server.auth("admin")) as r:
         text = await r.text()
     assert 'dispatch_events{status="dispatched"' in text
     assert "dispatch_http_request_seconds_bucket" in text
