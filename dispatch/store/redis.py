@@ -21,6 +21,17 @@ flush also fails everything queued behind it (those records were made on top of 
 ones) and calls the hook synchronously, before any other task runs, so the runtime can roll
 its engine back at once. Durability is Redis's: see docs/redis.md (AOF ``everysec`` vs
 ``always``).
+
+Sentinel (``redis+sentinel://host:port[,host:port…]/master/db``): every connection asks the
+sentinels for the current master, so after a failover new connections go to the new master
+by themselves. Each append script is followed, on the same connection, by ``WAIT 1 <ms>``:
+the records are answered only once a replica has them, so a failover (which promotes a
+replica) cannot lose an answered write. A WAIT that times out fails the append like an
+unreachable Redis (503; the records may still be in the journal: an ambiguous outcome the
+client resolves by retrying with its idempotency key).
+
+``append`` never waits longer than ``append_timeout_s`` (``StoreTimeoutError``), and
+``health()`` answers within about a second whether Redis takes a write now.
 """
 
 from __future__ import annotations
@@ -34,7 +45,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import orjson
 import redis.asyncio as aioredis
@@ -43,9 +54,15 @@ from redis.backoff import NoBackoff
 
 from dispatch.core import lifecycle as lc
 from dispatch.core.errors import ConflictError
+
+try:
+    from dispatch.core.errors import StoreTimeoutError
+except ImportError:  # pragma: no cover - until dispatch.core.errors has it (interfaces §4)
+    class StoreTimeoutError(TimeoutError):  # type: ignore[no-redef]
+        """The store did not make the records durable in time (nothing was answered)."""
 from dispatch.core.records import GENESIS, Record, chain_encoded
 from dispatch.store.base import check_batch
-from dispatch.store.redis_keys import DEFAULT_TAG, Keys
+from dispatch.store.redis_keys import DEFAULT_TAG, SENTINEL_SCHEME, Keys
 
 log = logging.getLogger("dispatch.store.redis")
 
@@ -114,6 +131,73 @@ return 0
 
 FailureHook = Callable[[int, BaseException], None]
 
+HEALTH_TIMEOUT_S = 1.0  # health() answers within this (interfaces §3)
+_OURS = ("tag", "lease_s", "batch_max", "open_wait_s", "append_timeout_s", "wait_replicas",
+         "wait_timeout_ms", "sentinel_password")
+_REDIS_ERRORS = (aioredis.RedisError, OSError)
+
+
+class ReplicaWaitError(aioredis.ConnectionError):
+    """``WAIT`` saw fewer replicas than asked: the write is not safe from a failover yet."""
+
+
+@dataclass(frozen=True)
+class SentinelTarget:
+    """A parsed ``redis+sentinel://`` URL: where the sentinels are and which master to ask for."""
+
+    sentinels: tuple[tuple[str, int], ...]
+    master: str
+    db: int = 0
+    username: str | None = None
+    password: str | None = None
+
+
+def parse_sentinel_url(url: str) -> tuple[SentinelTarget, dict[str, str]]:
+    """``redis+sentinel://[[user]:password@]host[:port][,host[:port]…]/master[/db][?opts]``.
+
+    The sentinels' port defaults to 26379, the db to 0; user and password are the master's.
+    Returns the target and the query options (ours, for ``RedisStore``). Raises ValueError.
+    """
+    if not url.startswith(SENTINEL_SCHEME):
+        raise ValueError(f"not a {SENTINEL_SCHEME} URL: {url!r}")
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    username = password = None
+    if "@" in netloc:
+        userinfo, netloc = netloc.rsplit("@", 1)
+        user, _, pw = userinfo.partition(":")
+        username, password = unquote(user) or None, unquote(pw) or None
+    hosts: list[tuple[str, int]] = []
+    for item in netloc.split(","):
+        item = item.strip()
+        if item.startswith("["):  # [IPv6]:port
+            host, _, rest = item[1:].partition("]")
+            port_s = rest[1:] if rest.startswith(":") else ""
+        else:
+            host, _, port_s = item.partition(":")
+        if not host:
+            raise ValueError(f"{url!r}: a sentinel address is empty")
+        try:
+            port = int(port_s) if port_s else 26379
+        except ValueError:
+            raise ValueError(f"{url!r}: bad sentinel port {port_s!r}") from None
+        if not 0 < port < 65536:
+            raise ValueError(f"{url!r}: bad sentinel port {port}")
+        hosts.append((host, port))
+    path = [unquote(p) for p in parts.path.split("/") if p]
+    if not path or len(path) > 2:
+        raise ValueError(f"{url!r}: the path must be /MASTER_NAME or /MASTER_NAME/DB")
+    try:
+        db = int(path[1]) if len(path) == 2 else 0
+    except ValueError:
+        raise ValueError(f"{url!r}: the db must be a number, got {path[1]!r}") from None
+    opts: dict[str, str] = {}
+    for k, v in parse_qsl(parts.query):
+        if k not in _OURS:
+            raise ValueError(f"{url!r}: unknown option {k!r} (known: {', '.join(_OURS)})")
+        opts[k] = v
+    return SentinelTarget(tuple(hosts), path[0], db, username, password), opts
+
 
 @dataclass
 class _Item:
@@ -127,7 +211,7 @@ def split_url(url: str) -> tuple[str, dict[str, str]]:
     parts = urlsplit(url)
     ours, theirs = {}, []
     for k, v in parse_qsl(parts.query):
-        if k in ("tag", "lease_s", "batch_max", "open_wait_s"):
+        if k in _OURS:
             ours[k] = v
         else:
             theirs.append((k, v))
@@ -157,22 +241,42 @@ class RedisStore:
 
     def __init__(self, url: str, tag: str | None = None, lease_s: float | None = None,
                  batch_max: int | None = None, socket_timeout: float = 3.0,
-                 connect_timeout: float = 1.0, open_wait_s: float | None = None) -> None:
-        self.url, opts = split_url(url)
+                 connect_timeout: float = 1.0, open_wait_s: float | None = None,
+                 append_timeout_s: float | None = None, wait_replicas: int | None = None,
+                 wait_timeout_ms: int | None = None) -> None:
+        self.sentinel: SentinelTarget | None = None
+        if url.startswith(SENTINEL_SCHEME):
+            self.sentinel, opts = parse_sentinel_url(url)
+            self.url = url.split("?", 1)[0]
+        else:
+            self.url, opts = split_url(url)
         self.keys = Keys(tag or opts.get("tag") or DEFAULT_TAG)
         self.lease_s = float(lease_s if lease_s is not None else opts.get("lease_s", 5.0))
         self.batch_max = int(batch_max if batch_max is not None else opts.get("batch_max", 512))
         self.socket_timeout = socket_timeout
         self.open_wait_s = float(open_wait_s if open_wait_s is not None
                                  else opts.get("open_wait_s", 30.0))
+        self.append_timeout_s = float(append_timeout_s if append_timeout_s is not None
+                                      else opts.get("append_timeout_s", 10.0))
+        # WAIT for this many replicas after each append: 1 by default behind Sentinel
+        default_wait = 1 if self.sentinel is not None else 0
+        self.wait_replicas = int(wait_replicas if wait_replicas is not None
+                                 else opts.get("wait_replicas", default_wait))
+        self.wait_timeout_ms = int(wait_timeout_ms if wait_timeout_ms is not None
+                                   else opts.get("wait_timeout_ms", 1000))
+        self._sentinel_password = opts.get("sentinel_password")
         self.connect_timeout = connect_timeout
         self.instance = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self.r: aioredis.Redis | None = None
+        self._probe_r: aioredis.Redis | None = None
+        self._mgr: Any = None  # redis.asyncio.sentinel.Sentinel, behind Sentinel
         self._queue: deque[_Item] = deque()
+        self._inflight: list[_Item] = []  # the batch being flushed
         self._kick = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
         self._head: tuple[int, str] | None = None  # what we believe; None: ask Redis
         self._hook: FailureHook | None = None
+        self._health_task: asyncio.Task[str | None] | None = None
         self.commits = 0  # script calls that wrote (for benchmarks and metrics)
         self.conflicts = 0
 
@@ -181,15 +285,28 @@ class RedisStore:
         ``hook(first refused seq, error)`` synchronously."""
         self._hook = hook
 
-    def _client(self, **kw: Any) -> aioredis.Redis:
-        return aioredis.Redis.from_url(
-            self.url, decode_responses=False, socket_timeout=self.socket_timeout,
-            socket_connect_timeout=self.connect_timeout, retry=Retry(NoBackoff(), 0),
-            health_check_interval=0, **kw)
+    def _client(self, socket_timeout: float | None, **kw: Any) -> aioredis.Redis:
+        """A client of the master (plain URL, or the master the sentinels name now)."""
+        common: dict[str, Any] = dict(
+            decode_responses=False, socket_timeout=socket_timeout,
+            socket_connect_timeout=self.connect_timeout, retry=Retry(NoBackoff(), 0), **kw)
+        if self.sentinel is None:
+            return aioredis.Redis.from_url(self.url, **common)
+        t = self.sentinel
+        if self._mgr is None:
+            from redis.asyncio.sentinel import Sentinel
+
+            to = min(self.connect_timeout, 0.5)  # a dead sentinel costs at most this
+            self._mgr = Sentinel(list(t.sentinels), sentinel_kwargs=dict(
+                socket_timeout=to, socket_connect_timeout=to, retry=Retry(NoBackoff(), 0),
+                password=self._sentinel_password))
+        return self._mgr.master_for(t.master, redis_class=aioredis.Redis, db=t.db,
+                                    username=t.username, password=t.password, **common)
 
     async def open(self) -> None:
         """Connect, load the scripts, start the flusher."""
-        self.r = self._client()
+        self.r = self._client(self.socket_timeout, health_check_interval=0)
+        self._probe_r = self._client(socket_timeout=HEALTH_TIMEOUT_S)
         self._append = self.r.register_script(APPEND_LUA)
         self._claim = self.r.register_script(CLAIM_LUA)
         self._release = self.r.register_script(RELEASE_LUA)
@@ -225,10 +342,11 @@ class RedisStore:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._flusher
             self._flusher = None
-        if self.r is not None:
-            with contextlib.suppress(Exception):
-                await self.r.aclose()
-            self.r = None
+        for c in (self.r, self._probe_r, self._mgr):
+            if c is not None:
+                with contextlib.suppress(Exception):
+                    await c.aclose()
+        self.r = self._probe_r = self._mgr = None
 
     async def _drained(self) -> None:
         while self._queue or self._busy:
@@ -250,9 +368,70 @@ class RedisStore:
         if self._flusher is None:
             raise RuntimeError("the store is not open")
         fut = asyncio.get_running_loop().create_future()
-        self._queue.append(_Item(list(records), fut))
+        item = _Item(list(records), fut)
+        self._queue.append(item)
         self._kick.set()
-        return await fut  # type: ignore[no-any-return]
+        try:
+            got = await asyncio.wait_for(asyncio.shield(fut), self.append_timeout_s)
+            return got  # type: ignore[no-any-return]
+        except TimeoutError:
+            if fut.done():  # settled at the deadline
+                return fut.result()  # type: ignore[no-any-return]
+        # Not answered in time: give up on it (and, strict, on everything built on it, with
+        # the hook). If the script still lands, the runtime's catch-up finds the records.
+        exc = StoreTimeoutError(
+            f"Redis did not take the records within {self.append_timeout_s:g} s")
+        with contextlib.suppress(ValueError):
+            self._queue.remove(item)
+        self._head = None
+        strict = self._hook is not None
+        self._fail([it for it in self._inflight if it is not item] + [item] if strict else [item],
+                   exc)
+        if fut.done() and not fut.cancelled():
+            fut.exception()  # raised below instead: not "never retrieved"
+        raise exc
+
+    async def health(self) -> str | None:
+        """None when Redis takes a write now, else why not; answers within about a second.
+
+        A real write (``SET {tag}:alive``, plus ``WAIT`` behind Sentinel) on a connection of
+        its own with a 1 s timeout: PING would say yes to a replica, a full disk (MISCONF) or
+        a master without its replica. Concurrent callers share one probe.
+        """
+        if self._probe_r is None:
+            return "redis store is not open"
+        task = self._health_task
+        if task is None or task.done():
+            task = self._health_task = asyncio.ensure_future(self._probe())
+        try:
+            return await asyncio.wait_for(asyncio.shield(task), HEALTH_TIMEOUT_S + 0.2)
+        except TimeoutError:
+            return f"redis unreachable: no answer within {HEALTH_TIMEOUT_S:g} s"
+
+    async def _probe(self) -> str | None:
+        assert self._probe_r is not None
+        wait_ms = min(self.wait_timeout_ms, int(HEALTH_TIMEOUT_S * 500))
+        try:
+            async with asyncio.timeout(HEALTH_TIMEOUT_S):
+                return await self._write_probe(self._probe_r, wait_ms)
+        except TimeoutError:
+            return f"redis unreachable: no answer within {HEALTH_TIMEOUT_S:g} s"
+        except aioredis.ResponseError as exc:
+            return f"redis refuses writes: {exc}"
+        except _REDIS_ERRORS as exc:
+            return f"redis unreachable: {exc or type(exc).__name__}"
+
+    async def _write_probe(self, r: aioredis.Redis, wait_ms: int) -> str | None:
+        """One small write (and WAIT, behind Sentinel) on one connection; a reason or None."""
+        async with r.pipeline(transaction=False) as p:
+            p.set(self.keys.alive, self.instance, px=60_000)
+            if self.wait_replicas > 0:
+                p.execute_command("WAIT", self.wait_replicas, wait_ms)
+            got = await p.execute()
+        if self.wait_replicas > 0 and int(got[1]) < self.wait_replicas:
+            return (f"redis: {got[1]} of {self.wait_replicas} replicas acknowledged a write "
+                    f"within {wait_ms} ms (a failover could lose it)")
+        return None
 
     async def read(self, after_seq: int = 0, limit: int | None = None) -> list[Record]:
         assert self.r is not None, "the store is not open"
@@ -289,9 +468,7 @@ class RedisStore:
 
     def follower_connection(self, timeout_s: float | None = 10.0) -> aioredis.Redis:
         """A connection of its own for blocking reads and pub/sub (its own socket timeout)."""
-        return aioredis.Redis.from_url(
-            self.url, decode_responses=False, socket_timeout=timeout_s,
-            socket_connect_timeout=self.connect_timeout, retry=Retry(NoBackoff(), 0))
+        return self._client(socket_timeout=timeout_s)
 
     async def claim(self, now: float, limit: int = 1000) -> tuple[list[str], float]:
         """Atomically take the deadline members due by ``now``, leased until now+lease_s.
@@ -330,6 +507,7 @@ class RedisStore:
                 batch.append(item)
                 n += len(item.records)
             self._busy = True
+            self._inflight = batch
             try:
                 await self._flush(batch)
             except asyncio.CancelledError:
@@ -340,6 +518,7 @@ class RedisStore:
                 self._fail(batch, exc)
             finally:
                 self._busy = False
+                self._inflight = []
 
     async def _flush(self, batch: list[_Item]) -> None:
         if self._head is None:
@@ -384,16 +563,23 @@ class RedisStore:
             for member, due in live:
                 tail += [member, repr(due)]
         try:
-            ok, seq, h = await self._append(
-                keys=[self.keys.head, self.keys.journal, self.keys.deadlines],
-                args=[exp_seq, exp_hash, nrec, *args, *tail])
+            ok, seq, h = await self._call_append(
+                [self.keys.head, self.keys.journal, self.keys.deadlines],
+                [exp_seq, exp_hash, nrec, *args, *tail])
+            seq, h = int(seq), (h.decode() if isinstance(h, bytes) else str(h))
+            if not ok and (seq, h) == (last_seq, last_hash):
+                # our own write whose answer was lost and retried: it is in (behind
+                # Sentinel: once a replica has it too; in-order replication, so a later
+                # write acknowledged by WAIT covers it)
+                if self.wait_replicas > 0 and self.r is not None:
+                    reason = await self._write_probe(self.r, self.wait_timeout_ms)
+                    if reason is not None:
+                        raise ReplicaWaitError(reason)
+                ok = 1
         except Exception as exc:
             self._head = None  # unknown: the script may have run; ask next time
             self._fail(sent, exc)
             return
-        seq, h = int(seq), (h.decode() if isinstance(h, bytes) else str(h))
-        if not ok and (seq, h) == (last_seq, last_hash):
-            ok = 1  # our own write whose answer was lost and retried: it is in
         self._head = (seq, h)
         if not ok:
             self.conflicts += 1
@@ -405,15 +591,31 @@ class RedisStore:
         for item in sent:
             item.fut.done() or item.fut.set_result(item.out)
 
+    async def _call_append(self, keys: list[str], args: list[Any]) -> list[Any]:
+        """The append script; behind Sentinel followed by WAIT on the same connection."""
+        if self.wait_replicas <= 0:
+            return await self._append(keys=keys, args=args)  # type: ignore[no-any-return]
+        assert self.r is not None
+        async with self.r.pipeline(transaction=False) as p:
+            p.eval(APPEND_LUA, len(keys), *keys, *args)
+            p.execute_command("WAIT", self.wait_replicas, self.wait_timeout_ms)
+            res, acked = await p.execute()
+        if res[0] and int(acked) < self.wait_replicas:
+            raise ReplicaWaitError(
+                f"{acked} of {self.wait_replicas} replicas acknowledged the append within "
+                f"{self.wait_timeout_ms} ms; not answered (a failover could lose it)")
+        return res  # type: ignore[no-any-return]
+
     def _fail(self, items: list[_Item], exc: BaseException, hook: bool = True) -> None:
         """Fail ``items`` (and, in strict mode, all queued) then tell the runtime."""
         if self._hook is not None:
             items = items + list(self._queue)
             self._queue.clear()
+        # items already settled (given up by a timed-out append) are not rolled back twice
+        items = [it for it in items if not it.fut.done()]
         first = min((it.records[0].seq for it in items if it.records), default=None)
         for item in items:
-            if not item.fut.done():
-                item.fut.set_exception(exc)
+            item.fut.set_exception(exc)
         if hook and self._hook is not None and first is not None:
             self._hook(first, exc)
 

@@ -11,6 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 DEFAULT_TAG = "dispatch"
+SENTINEL_SCHEME = "redis+sentinel://"
+# Every ``store:`` value that names a Redis journal (the rest are SQLite paths or memory:).
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://", SENTINEL_SCHEME)
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,11 @@ class Keys:
     def deadlines(self) -> str:
         """Sorted set ``<event>:<stage>:<kind>`` scored by due time (or lease expiry)."""
         return self._k("deadlines")
+
+    @property
+    def alive(self) -> str:
+        """String, expires in 60 s: the health probe's write (``RedisStore.health``)."""
+        return self._k("alive")
 
     @property
     def positions(self) -> str:
