@@ -1,5 +1,6 @@
 """The runtime's deadline loop: firings are not held up by a slow journal, are pushed in seq
-order once durable, and a store that refuses them rolls the engine back and retries."""
+order once durable, and a store that refuses them rolls the engine back and retries; deadlines
+that passed while the server was down fire once, in ``Runtime.start`` itself."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from dispatch.config import load_config
 from dispatch.core.records import Record
 from dispatch.runtime import Runtime
 from dispatch.store.memory import MemoryStore
+from dispatch.store.sqlite import SqliteStore
 
 from .conftest import BEIYANG_RESERVOIR, write_config
 
@@ -125,3 +127,60 @@ async def test_a_firing_reaches_the_journal_before_a_change_made_right_after_it(
     seqs = [r.seq for r in rt.store.records]  # type: ignore[attr-defined]
     assert seqs == list(range(1, len(seqs) + 1))
     assert [r.action for r in rt.store.records][-1] == "created"  # type: ignore[attr-defined]
+
+
+class NoSnapshotStore(SqliteStore):
+    """The embedded journal of a server that died before it could snapshot its state."""
+
+    async def save_snapshot(self, seq: int, blob: bytes) -> None:
+        raise OSError("killed before the snapshot")
+
+
+@pytest.mark.parametrize("shutdown", ["clean", "no_snapshot"])
+async def test_a_deadline_passed_while_down_fires_once_at_start_up(
+        tmp_path: Path, shutdown: str) -> None:
+    """``Runtime.start`` itself fires what fell due while the server was down: once, before
+    it returns (so before the server takes a request), and never again on the next start."""
+    cfg = load_config(write_config(tmp_path))
+    db = str(tmp_path / "journal.db")
+
+    def runtime(clock: FakeClock) -> Runtime:
+        store = (SqliteStore(db, synchronous="NORMAL") if shutdown == "clean"
+                 else NoSnapshotStore(db, synchronous="NORMAL"))
+        return Runtime(cfg, clock=clock, store=store)
+
+    clock = FakeClock()
+    first = runtime(clock)
+    await first.start()
+    ev = (await first.create(intake(6), "op")).event
+    assert ev is not None
+    assert not (await first.fire_due()).records  # nothing is due yet
+    await first.stop()
+    # down until respond and depart have passed; arrive has not
+    assert ev["deadlines"]["depart"] < ev["deadlines"]["arrive"]
+    clock.set(ev["deadlines"]["depart"] + 1.0)
+    second = runtime(clock)
+    published: list[Record] = []
+    second.subscribe(published.extend)
+    await second.start()
+    # no await since start() returned: the deadline loop task has not run a single step
+    fired = [(r.action, (r.extra or {}).get("stage")) for r in published]
+    assert fired == [("breached", "respond"), ("escalated", "respond"),
+                     ("breached", "depart"), ("escalated", "depart")]
+    assert {r.event_id for r in published} == {ev["id"]}
+    journal = await second.store.read(after_seq=ev["seq"])
+    assert [r.seq for r in journal] == [r.seq for r in published]  # durable, in seq order
+    assert second.engine.get(ev["id"])["breaches"] == ["respond", "depart"]
+    await second.stop()
+    clock.advance(1.0)
+    third = runtime(clock)
+    again: list[Record] = []
+    third.subscribe(again.extend)
+    await third.start()
+    try:
+        assert again == []  # fired once: a second start fires nothing
+        assert third.engine.last_seq == published[-1].seq
+        assert [r.seq for r in await third.store.read(after_seq=ev["seq"])] == \
+            [r.seq for r in published]
+    finally:
+        await third.stop()
