@@ -7,6 +7,7 @@ unknown one, while a refusal because of the caller's role stays 403.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -275,3 +276,25 @@ async def test_ws_rejects_scope_without_revealing(server):
     a, b = replies
     assert a["error"]["code"] == b["error"]["code"] == "not_found"
     assert a["error"]["message"].replace(ev["id"], UNKNOWN_EVENT) == b["error"]["message"]
+
+
+# -- the bounds of contract §3, wired to the server's clock --------------------------------
+async def test_client_times_are_bounded_by_the_servers_clock(server):
+    """``reported_at`` and a position's ``at`` later than now + ``offline.max_skew_s``
+    answer 422 naming the field, and nothing is stored."""
+    skew = float(server.state.config["offline"]["max_skew_s"])
+    ahead = datetime.fromtimestamp(server.state.clock.now() + skew + 3600, UTC)
+    lon, lat = point_in(server, HY)
+    code, out = await server.call("POST", "/api/v1/events", "intake",
+                                  json=intake_body(lon, lat, reported_at=ahead.isoformat()))
+    assert code == 422 and out["error"]["field"] == "reported_at", out
+    assert list(server.state.runtime.engine.events()) == []
+    unit = county_unit(server, HY)
+    code, out = await server.call("PUT", f"/api/v1/units/{unit}/position", "huangyan",
+                                  json={"lon": lon, "lat": lat, "at": ahead.isoformat()})
+    assert code == 422 and out["error"]["field"] == "at", out
+    near = datetime.fromtimestamp(server.state.clock.now() - 5, UTC)
+    code, out = await server.call("POST", "/api/v1/events", "intake",
+                                  json=intake_body(lon, lat, reported_at=near.isoformat()))
+    assert code == 201
+    assert abs((datetime.fromisoformat(out["reported_at"]) - near).total_seconds()) < 0.001
