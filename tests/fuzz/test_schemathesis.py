@@ -1,0 +1,193 @@
+"""schemathesis against ``/api/openapi.json`` on a real server (issue 11, "the net").
+
+Every operation of the document, generated from its schemas (valid and invalid data), sent
+with the token of every kind of caller (each role, an operator and a supervisor of another
+county, an unknown token, none). For every answer: no 5xx, the status code is documented, the
+body matches the documented schema; and a rejected request (any 4xx) changed nothing: the
+journal head (``/healthz`` ``seq``) and the number of events an admin sees are the same before
+and after it. A stateful run follows the document's links from an intake to the operations on
+the event it made.
+
+Bounded: a few examples per operation and caller by default (well under a minute);
+``FUZZ_LONG=1`` runs many more.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import schemathesis
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+from schemathesis import GenerationMode
+from schemathesis.checks import (
+    content_type_conformance,
+    not_a_server_error,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from dispatch.server.openapi import DOCUMENT
+from tests.fuzz.net import (
+    POINT_A,
+    POINT_B,
+    UNIT_B,
+    UNITS_A,
+    auth,
+    intake_body,
+    serve,
+    stop,
+    write_config,
+)
+
+LONG = os.environ.get("FUZZ_LONG") == "1"
+EXAMPLES = 150 if LONG else 4
+STATEFUL_STEPS = (50, 400) if LONG else (5, 10)  # (max_examples, stateful_step_count)
+# Callers: every role, another county's operator and supervisor, a bad token, no token.
+WHO = ["admin", "op-a", "op-b", "sup-b", "field-u-0005", "intake", "bogus", None]
+CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
+          response_schema_conformance]
+# Timers far away: nothing fires on its own during a run, so the journal head only moves
+# when a request moves it.
+LONG_TIMERS = {"respond_s": 86_400, "depart_s": 172_800, "arrive_s": 259_200}
+
+
+@dataclass
+class Api:
+    url: str
+    session: requests.Session
+    events: list[str] = field(default_factory=list)
+
+    def state(self) -> tuple[int, int]:
+        """(journal head seq, number of events an admin sees)."""
+        r = self.session.get(self.url + "/healthz", timeout=10)
+        assert r.status_code == 200, r.text
+        seq = r.json()["seq"]
+        count, cursor = 0, None
+        while True:
+            q = "?limit=1000" + (f"&cursor={cursor}" if cursor else "")
+            r = self.session.get(self.url + "/api/v1/events" + q, headers=auth("admin"),
+                                 timeout=10)
+            assert r.status_code == 200, r.text
+            page = r.json()
+            count += len(page["events"])
+            cursor = page["next"]
+            if cursor is None:
+                return seq, count
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
+    tmp: Path = tmp_path_factory.mktemp("schemathesis")
+    log = tmp / "server.log"
+    proc, url = serve(write_config(tmp, timers=LONG_TIMERS), log)
+    session = requests.Session()
+    out = Api(url=url, session=session)
+    try:
+        for point in (POINT_A, POINT_A, POINT_B):
+            r = session.post(url + "/api/v1/events", json=intake_body(point),
+                             headers=auth("intake"), timeout=10)
+            assert r.status_code == 201, r.text
+            out.events.append(r.json()["id"])
+        yield out
+    finally:
+        session.close()
+        stop(proc)
+    assert "Traceback" not in log.read_text(errors="replace"), log.read_text()[-4000:]
+
+
+def _pointed(case: Any, api: Api) -> st.SearchStrategy[Any]:
+    """Known ids and points now and then, so generated requests reach real state."""
+    op = case.operation.path
+    params = dict(case.path_parameters or {})
+    strategies: list[st.SearchStrategy[Any]] = [st.just(case)]
+    if "id" in params:
+        known = list(api.events) if op.startswith("/api/v1/events") else [*UNITS_A, UNIT_B]
+
+        def with_id(i: str) -> Any:
+            case.path_parameters = {**params, "id": i}
+            return case
+
+        strategies.append(st.sampled_from(known).map(with_id))
+    body = case.body
+    if op == "/api/v1/events" and case.method.upper() == "POST" and isinstance(body, dict):
+        def located(point: tuple[float, float]) -> Any:
+            case.body = {**body, "location": {"lon": point[0], "lat": point[1]}}
+            return case
+
+        strategies.append(st.sampled_from([POINT_A, POINT_B]).map(located))
+    if op.endswith("/{action}") and isinstance(body, dict):
+        def target(kv: tuple[str, str]) -> Any:
+            case.body = {**body, kv[0]: kv[1]}
+            return case
+
+        strategies.append(st.sampled_from([("unit", UNITS_A[1]), ("unit", UNIT_B),
+                                           ("team", "t-ta1"), ("team", "t-tb1")]).map(target))
+    return st.one_of(strategies)
+
+
+@pytest.fixture(scope="module")
+def api_schema(api: Api) -> Any:
+    return schemathesis.openapi.from_url(api.url + "/api/openapi.json")
+
+
+# (method, path) of every documented operation, known at collection time; the walk in
+# tests/server/test_api.py keeps the document equal to the routes.
+OPERATIONS = [pytest.param(m, p, id=f"{m} {p}") for m, p in sorted(
+    (m.upper(), p) for p, ops in DOCUMENT["paths"].items() for m in ops)]
+
+
+def _call(case: Any, api: Api, who: str | None) -> Any:
+    headers = {k: v for k, v in (case.headers or {}).items() if k.lower() != "authorization"}
+    case.headers = {**headers, **auth(who)}
+    return case.call(session=api.session, allow_redirects=False, timeout=30)
+
+
+@pytest.mark.parametrize("who", WHO, ids=str)
+@pytest.mark.parametrize(("method", "path"), OPERATIONS)
+def test_every_operation_every_caller(api: Api, api_schema: Any, method: str, path: str,
+                                      who: str | None) -> None:
+    op = api_schema[path][method]
+    cases = st.one_of(op.as_strategy(GenerationMode.POSITIVE),
+                      op.as_strategy(GenerationMode.NEGATIVE)).flatmap(
+        lambda case: _pointed(case, api))
+
+    @given(case=cases)
+    @settings(max_examples=EXAMPLES, deadline=None, phases=[Phase.generate],
+              suppress_health_check=list(HealthCheck), derandomize=not LONG, database=None)
+    def run(case: Any) -> None:
+        before = api.state()
+        response = _call(case, api, who)
+        case.validate_response(response, checks=CHECKS)
+        if 400 <= response.status_code < 500:
+            assert api.state() == before, (
+                f"{case.method} {case.formatted_path} answered {response.status_code} "
+                f"{response.text[:300]} but changed the journal head or the event count")
+
+    run()
+
+
+def test_stateful_links(api: Api, api_schema: Any) -> None:
+    """Follow the links: intake → read it, its units, act on it (as admin and op-a)."""
+    base = api_schema.as_state_machine()
+    max_examples, steps = STATEFUL_STEPS
+
+    class Workflow(base):  # type: ignore[misc, valid-type]
+        who = "admin"
+
+        def get_call_kwargs(self, case: Any) -> dict[str, Any]:
+            return {"headers": auth(self.who), "session": api.session, "timeout": 30,
+                    "allow_redirects": False}
+
+        def validate_response(self, response: Any, case: Any, **kw: Any) -> None:
+            case.validate_response(response, checks=CHECKS)
+
+    Workflow.run(settings=settings(max_examples=max_examples, stateful_step_count=steps,
+                                   deadline=None, derandomize=not LONG, database=None,
+                                   suppress_health_check=list(HealthCheck)))
