@@ -32,14 +32,19 @@ async def recv_until(ws, pred, timeout: float = 5.0) -> dict[str, Any]:
             return msg
 
 
-async def nothing_for(ws, seconds: float, pred=lambda m: m.get("type") != "unit.updated"):
-    try:
-        while True:
-            msg = await recv(ws, seconds)
-            if pred(msg):
-                return msg
-    except TimeoutError:
-        return None
+async def marker_comes_next(srv, ws, lon: float, lat: float) -> dict[str, Any]:
+    """Proves that nothing (but unit.updated) arrived on ``ws`` since its last message.
+
+    Posts a marker event at (lon, lat), which must lie in the socket's scope: the hub sends in
+    seq order, so anything that was on its way arrives before the marker's event.created, and
+    the next message must be the marker's. No sleep: a slow machine cannot make it pass.
+    """
+    status, marker = await srv.call("POST", "/api/v1/events", "intake",
+                                    json=intake_body(lon, lat, description="marker"))
+    assert status == 201, marker
+    msg = await recv_until(ws, lambda m: m["type"] != "unit.updated")
+    assert (msg["type"], msg.get("event", {}).get("id")) == ("event.created", marker["id"]), msg
+    return msg
 
 
 async def test_created_reaches_operators_in_scope_only(server):
@@ -55,7 +60,7 @@ async def test_created_reaches_operators_in_scope_only(server):
         msg = await recv_until(ws, lambda m: m["type"] == "event.created")
         assert msg["event"]["id"] == ev["id"] and msg["event"]["team"] == ev["team"]
         assert msg["seq"] == ev["seq"]
-    assert await nothing_for(jj, 0.3) is None
+    await marker_comes_next(server, jj, *point_in(server, "331002"))
     for ws in (hy, jj, city):
         await ws.close()
 
@@ -68,7 +73,7 @@ async def test_subscribe_narrows_and_refuses_outside_scope(server):
     assert ack["type"] == "subscribed"
     lon, lat = point_in(server, "331003")
     await server.call("POST", "/api/v1/events", "intake", json=intake_body(lon, lat))
-    assert await nothing_for(hy, 0.3) is None
+    await marker_comes_next(server, hy, *point_in(server, "331002"))
     county = await connect(server, "huangyan")
     await recv(county)
     await county.send(json.dumps({"type": "subscribe", "region": "331002", "id": 2}))
@@ -164,7 +169,7 @@ async def test_reconnect_with_since_gets_exactly_what_was_missed(server):
     _, third = await server.call("POST", "/api/v1/events", "intake", json=intake_body(lon, lat))
     live = await recv_until(ws, lambda m: m["type"] != "unit.updated")
     assert live["event"]["id"] == third["id"] and live["seq"] > got[1]["seq"]
-    assert await nothing_for(ws, 0.3) is None
+    await marker_comes_next(server, ws, lon, lat)
     await ws.close()
     assert snap["seq"] == 0
 
