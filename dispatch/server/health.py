@@ -27,11 +27,8 @@ async def failing_reason(state: State) -> str | None:
     rt = state.runtime
     if not rt.healthy:
         return "the journal could not be rolled back after a failed write; restart the server"
-    check = getattr(rt.store, "health", None)  # TODO(H3): drop once every store has health()
-    if check is None:
-        return None
     try:
-        return await asyncio.wait_for(check(), HEALTH_TIMEOUT_S)
+        return await asyncio.wait_for(rt.store.health(), HEALTH_TIMEOUT_S)
     except TimeoutError:
         return f"the store did not answer its health check within {HEALTH_TIMEOUT_S:g} s"
     except Exception as exc:  # a health check that raises is a failing store

@@ -324,11 +324,30 @@ function initCharts() {
   window.addEventListener('resize', () => { for (const c of Object.values(S.charts)) c.resize(); });
 }
 
+// The tooltip is built as DOM nodes: ECharts' own writes HTML with style="" attributes,
+// which the page's Content-Security-Policy (style-src 'self') refuses.
+function tooltipNodes(params) {
+  const list = Array.isArray(params) ? params : [params];
+  const tip = el('div', { class: 'chart-tip' });
+  const head = list.length ? (list[0].axisValueLabel ?? list[0].name) : '';
+  if (head !== undefined && head !== '') tip.appendChild(el('div', { class: 'chart-tip-head' }, String(head)));
+  for (const p of list) {
+    const dot = el('span', { class: 'chart-tip-dot' });
+    if (typeof p.color === 'string') dot.style.backgroundColor = p.color; // CSSOM: allowed by CSP
+    const v = Array.isArray(p.value) ? p.value[p.value.length - 1] : p.value;
+    const shown = typeof v === 'number' && Number.isFinite(v) ? String(Math.round(v * 10) / 10) : '–';
+    tip.appendChild(el('div', { class: 'chart-tip-row' }, dot,
+      el('span', { class: 'chart-tip-name' }, String(p.seriesName ?? '')),
+      el('span', { class: 'chart-tip-value' }, shown)));
+  }
+  return tip;
+}
+
 function base() {
   return {
     backgroundColor: 'transparent',
     textStyle: { fontFamily: getComputedStyle(document.documentElement).fontFamily },
-    tooltip: { trigger: 'axis' },
+    tooltip: { trigger: 'axis', formatter: tooltipNodes },
     grid: { left: 48, right: 16, top: 36, bottom: 60 },
     legend: { top: 0 },
     animation: false,
