@@ -98,15 +98,24 @@ def row_to_record(hash_: str, data: bytes) -> Record:
     return Record.from_dict(d)
 
 
-def describe(exc: BaseException) -> str:
+def describe(exc: BaseException, path: str | None = None) -> str:
     """A short reason for a failed commit: "disk full: …", "read-only: …" or the error."""
     msg = str(exc) or type(exc).__name__
     low = msg.lower()
     if "full" in low or getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
         return f"disk full: {msg}"
-    if "readonly" in low or "read-only" in low or "read only" in low:
+    if "readonly" in low or "read-only" in low or "read only" in low or _read_only_fs(path):
         return f"read-only: {msg}"
     return f"the journal cannot be written: {type(exc).__name__}: {msg}"
+
+
+def _read_only_fs(path: str | None) -> bool:
+    if path is None:
+        return False
+    try:
+        return bool(os.statvfs(os.path.dirname(os.path.abspath(path))).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
 
 
 class SqliteStore:
@@ -147,14 +156,25 @@ class SqliteStore:
         self._loop = asyncio.get_running_loop()
         d = os.path.dirname(os.path.abspath(self.path))
         os.makedirs(d, exist_ok=True)
-        self._rconn = await asyncio.to_thread(self._init)
+        try:
+            self._rconn = await asyncio.to_thread(self._init)
+        except sqlite3.Error as exc:
+            raise sqlite3.OperationalError(
+                f"cannot open the journal {self.path}: {describe(exc, self.path)}") from exc
         self._thread = threading.Thread(target=self._run, name="sqlite-writer", daemon=True)
         self._thread.start()
 
     def _init(self) -> sqlite3.Connection:
-        conn = connect(self.path, self.synchronous)
-        conn.executescript(SCHEMA)
-        row = conn.execute("SELECT seq FROM journal ORDER BY seq DESC LIMIT 1").fetchone()
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                               timeout=30.0)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA synchronous={self.synchronous}")
+            conn.executescript(SCHEMA)
+            row = conn.execute("SELECT seq FROM journal ORDER BY seq DESC LIMIT 1").fetchone()
+        except BaseException:
+            conn.close()
+            raise
         self._last_seq = row[0] if row else 0
         return conn
 
@@ -310,7 +330,7 @@ class SqliteStore:
             self.commits += 1
         except BaseException as exc:
             self.failed_commits += 1
-            self._failure = describe(exc)
+            self._failure = describe(exc, self.path)
             log.error("journal commit of %d item(s) failed: %s", len(batch), self._failure)
             errors = {i: exc for i in range(len(batch))}
             conn = self._rollback(conn)
