@@ -159,7 +159,8 @@ async def test_three_instances_escalate_exactly_once(cluster_factory, session):
     # /metrics of each instance: deadlines it claimed, commands it re-ran after a conflict
     claimed = 0.0
     for inst in insts:
-        async with session.get(f"{inst.url}/metrics", headers=auth("city")) as r:
+        async with session.get(f"{inst.url}/metrics", headers=auth("admin")) as r:
+            assert r.status == 200, await r.text()  # behind a token of metrics.roles
             text = await r.text()
         values = {line.split()[0]: float(line.split()[1]) for line in text.splitlines()
                   if line.startswith(("dispatch_deadlines_claimed_total",
