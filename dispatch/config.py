@@ -335,7 +335,8 @@ def token_spec(t: dict[str, Any], key: str, digest: str) -> TokenSpec:
               "a field token must name its unit")
     elif role in ("operator", "supervisor"):
         _need(isinstance(region, str) and region != "", f"{key}.region",
-              f"a {role} token must name its region")
+              f"an {role} token must name its region" if role == "operator"
+              else f"a {role} token must name its region")
     else:
         _need(region is None or isinstance(region, str), f"{key}.region", "must be a string")
         _need(unit is None or isinstance(unit, str), f"{key}.unit", "must be a string")
