@@ -62,6 +62,18 @@ def test_environment_overrides_single_values(tmp_path):
     ("colour: blue\n", "colour"),
     ("server: 8080\n", "server"),
     ("limits: {max_body_bytes: 0}\n", "limits.max_body_bytes"),
+    ("limits: {auth_failures_burst: 0}\n", "limits.auth_failures_burst"),
+    ("limits: {auth_failures_per_min: -1}\n", "limits.auth_failures_per_min"),
+    ("metrics: {public: yes please}\n", "metrics.public"),
+    ("metrics: {roles: [admin, janitor]}\n", "metrics.roles"),
+    ("metrics: {roles: admin}\n", "metrics.roles"),
+    ("auth: {tokens: [{token: longenough1, role: operator, region: null}]}\n",
+     "auth.tokens[0].region"),
+    ("auth: {tokens: [{token: longenough1, role: supervisor, region: ''}]}\n",
+     "auth.tokens[0].region"),
+    ("auth: {tokens: [{token: longenough1}]}\n", "auth.tokens[0].role"),
+    ("auth: {tokens: [{token: longenough1, role: admin, demo: maybe}]}\n",
+     "auth.tokens[0].demo"),
     ("- just a list\n", "config"),
     ("server: {port: [\n", "config"),
 ])
@@ -79,3 +91,16 @@ def test_tokens_are_kept_hashed(tmp_path):
     specs = c.tokens()
     assert [s.digest for s in specs] == [digest, digest]
     assert all("a-secret-token" not in repr(s) for s in specs)
+
+
+def test_metrics_and_auth_failure_defaults(tmp_path):
+    c = load_config(write(tmp_path, "{}\n"))
+    assert c["metrics"] == {"public": False, "roles": ["admin", "supervisor"]}
+    assert c["limits"]["auth_failures_burst"] > 0 and c["limits"]["auth_failures_per_min"] > 0
+
+
+def test_shipped_demo_tokens_are_marked_demo():
+    """They are refused beyond loopback (contract §6), so each must say it is one."""
+    c = load_config(ROOT / "config.yaml")
+    assert c.tokens() and all(t.demo for t in c.tokens())
+    assert c.path == ROOT / "config.yaml"

@@ -48,3 +48,22 @@ def test_no_data_is_ever_written_as_html():
         assert "insertAdjacentHTML" not in code and "document.write" not in code, js.name
         # Leaflet treats string popup/tooltip content as HTML: pass DOM nodes or functions.
         assert not re.search(r"bind(Tooltip|Popup)\(\s*['\"`]", code), js.name
+
+
+def test_pages_need_nothing_the_content_security_policy_refuses():
+    """script-src/style-src 'self' (issue 11 #8): no inline code or style in the pages' files."""
+    for name in PAGES:
+        html = (STATIC / f"{name}.html").read_text(encoding="utf-8")
+        assert not re.search(r"<script(?![^>]*\bsrc=)[^>]*>", html), f"{name}: inline script"
+        assert "<style" not in html, f"{name}: inline <style>"
+        assert not re.search(r"\sstyle\s*=", html), f"{name}: style attribute"
+        assert not re.search(r"\son[a-z]+\s*=", html), f"{name}: inline event handler"
+        assert "javascript:" not in html, name
+    for js in [*STATIC.glob("js/*.js"), STATIC / "i18n.js"]:
+        code = js.read_text(encoding="utf-8")
+        assert not re.search(r"\beval\s*\(|new\s+Function\s*\(|setTimeout\s*\(\s*['\"`]",
+                             code), js.name
+        # el(tag, {style: '…'}) would set a style attribute, which the policy blocks.
+        assert not re.search(r"""\bstyle\s*:\s*['"`]""", code), js.name
+        assert not re.search(r"""setAttribute\(\s*['"]style['"]""", code), js.name
+        assert "cssText" not in code, js.name
