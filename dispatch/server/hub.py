@@ -46,6 +46,7 @@ CLOSE_GOING_AWAY = 1001
 CLOSE_SLOW = 1008  # policy violation: a slow consumer, or a client flooding past its limit
 CLOSE_REVOKED = 4401  # contract §6: the token was removed or revoked
 DIRECT_WRITE_LIMIT = 64 * 1024
+CLOSE_GRACE_S = 5.0  # a client being closed that still does not read is then cut off
 QUEUE_BYTES_PER_SLOT = 2048  # ws.queue_size (a count, kept for old configs) → a byte bound
 BAD_RECORDS_REMEMBERED = 10_000
 
@@ -345,7 +346,7 @@ class Hub:
         self.connecting.discard(c)
         c.clear()
         c.ready.set()
-        asyncio.get_running_loop().create_task(_close(c.ws, code, reason))
+        asyncio.get_running_loop().create_task(_close(c, code, reason))
 
     def drop_slow(self, c: Client) -> None:
         """Too many unread bytes: close 1008, the client resyncs with ``since``."""
@@ -370,9 +371,14 @@ class Hub:
                 await c.ws.close(code=CLOSE_GOING_AWAY, message=b"server shutting down")
 
 
-async def _close(ws: web.WebSocketResponse, code: int, reason: bytes) -> None:
-    with contextlib.suppress(Exception):
-        await ws.close(code=code, message=reason)
+async def _close(c: Client, code: int, reason: bytes) -> None:
+    """The close handshake, cut short for a peer that does not read (its buffer is full)."""
+    try:
+        async with asyncio.timeout(CLOSE_GRACE_S):
+            await c.ws.close(code=code, message=reason)
+    except Exception:
+        if c.transport is not None:
+            c.transport.abort()
 
 
 def _in_path(ev: dict[str, Any], region: str) -> bool:
