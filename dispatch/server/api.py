@@ -97,14 +97,22 @@ def actable_event(state: State, p: Principal, event_id: str) -> dict[str, Any]:
     return ev
 
 
-def check_reassign(state: State, p: Principal, unit: str | None, team: str | None) -> None:
+def check_reassign(state: State, p: Principal, event_id: str, unit: str | None,
+                   team: str | None) -> None:
     """A reassign names only units and teams the caller sees (contract §3 bounds): an
-    unknown one and one outside the caller's region both answer 404 naming the field."""
+    unknown one and one outside the caller's region both answer 404 naming the field. A
+    unit busy on an event the caller may not read is refused without naming that event."""
     ds = state.runtime.dataset
     if unit is not None:
         u = ds.units.get(unit)
         if u is None or not unit_visible(state, p, u.id, u.team):
             raise no_unit(unit, "unit")
+        engine = state.runtime.engine
+        holder = engine.busy_units().get(unit)
+        if holder is not None and holder != event_id and not p.can_read_event(
+                engine.get(holder)):
+            raise ApiError(422, "invalid_field", f"unit {unit!r} is busy on another event",
+                           "unit")
     if team is not None and (team not in ds.teams or not (
             p.sees_all() or p.region in state.team_paths.get(team, ()))):
         raise ApiError(404, "not_found", f"no team {team!r}", "team")
@@ -120,7 +128,7 @@ async def apply_action(state: State, p: Principal, event_id: str, action: str,
     if p.role == "field" and action not in FIELD_ACTIONS:
         raise forbid(f"a field unit may not {action}")
     if action == "reassign":
-        check_reassign(state, p, body["unit"], body["team"])
+        check_reassign(state, p, event_id, body["unit"], body["team"])
     out = await state.runtime.act(event_id, action, p.actor, **body)
     return state.render(out.event)
 
@@ -263,7 +271,7 @@ async def event_units(request: web.Request) -> web.Response:
     lon, lat = ev["location"]["lon"], ev["location"]["lat"]
     rec = rt.port.recommend(ev["team"], lon, lat, now, busy) if ev.get("team") else None
     if rec is not None and not unit_visible(state, p, rec.unit, rec.team):
-        rec = None  # e.g. mutual aid from another county: not the caller's to see
+        rec = None  # e.g. the event was sent to another county's team: not the caller's
     nearby = rt.units.nearby(lon, lat, now, busy, n=8)
     return json_response({
         "recommended": pick_to_dict(rec) if rec else None,

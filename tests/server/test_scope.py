@@ -159,6 +159,27 @@ async def test_reassign_over_the_socket_is_scoped_too(server):
     assert their_unit not in server.state.runtime.engine.busy_units()
 
 
+async def test_a_busy_unit_does_not_name_an_event_outside_scope(server):
+    _, theirs = await server.call("POST", "/api/v1/events", "intake",
+                                  json=intake_body(*point_in(server, JJ)))
+    _, mine = await server.call("POST", "/api/v1/events", "intake",
+                                json=intake_body(*point_in(server, HY)))
+    unit = county_unit(server, HY, 7)
+    assert unit != mine["unit"]
+    # the admin lends a huangyan unit to the jiaojiang event
+    code, lent = await server.call("POST", f"/api/v1/events/{theirs['id']}/reassign", "admin",
+                                   json={"unit": unit})
+    assert code == 200 and lent["unit"] == unit
+    code, out = await server.call("POST", f"/api/v1/events/{mine['id']}/reassign", "huangyan",
+                                  json={"unit": unit})
+    assert code == 422 and out["error"]["field"] == "unit"
+    assert theirs["id"] not in out["error"]["message"]
+    # the admin, who reads every event, is told which one
+    code, out = await server.call("POST", f"/api/v1/events/{mine['id']}/reassign", "admin",
+                                  json={"unit": unit})
+    assert code == 422 and theirs["id"] in out["error"]["message"]
+
+
 # -- defect 11: out of scope answers as unknown --------------------------------------------
 async def test_out_of_scope_event_answers_like_an_unknown_one(server):
     _, ev = await server.call("POST", "/api/v1/events", "intake",
