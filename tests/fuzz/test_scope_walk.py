@@ -32,6 +32,8 @@ from dispatch.server.app import STATE, State, build_app
 from tests.fuzz.net import (
     COUNTY_A,
     POINT_A,
+    POINT_B,
+    UNIT_B,
     UNITS_A,
     auth,
     free_port,
@@ -373,3 +375,112 @@ async def test_intake_token_opens_no_socket(net: Net) -> None:
                                           headers=auth("intake")):
             pass
     assert e.value.status == 403
+
+
+# -- never, by any channel -------------------------------------------------------------------
+FAST = {"id": "fast", "name": "快速 (test)", "priority": 1,
+        "timers": {"respond_s": 1, "depart_s": 2, "arrive_s": 3}}
+
+
+def mentions(data: Any, value: str) -> bool:
+    """Whether ``value`` is any string in a decoded JSON value (keys included)."""
+    if isinstance(data, str):
+        return data == value
+    if isinstance(data, dict):
+        return any(mentions(k, value) or mentions(v, value) for k, v in data.items())
+    if isinstance(data, list):
+        return any(mentions(v, value) for v in data)
+    return False
+
+
+async def _until(ws: aiohttp.ClientWebSocketResponse, done: Callable[[dict[str, Any]], bool]
+                 ) -> list[dict[str, Any]]:
+    """Every message up to and including the first for which ``done`` holds."""
+    out = []
+    while True:
+        msg = await ws.receive_json(timeout=15)
+        out.append(msg)
+        if done(msg):
+            return out
+
+
+def _is(kind: str, key: str, value: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda m: m.get("type") == kind and (m.get(key) or {}).get("id") == value
+
+
+@pytest.mark.parametrize("who", ["op-b", "sup-b"])
+async def test_other_county_never_receives_the_event(tmp_path: Path, who: str) -> None:
+    from dispatch.config import DEFAULT_CATEGORIES
+
+    net = await start(tmp_path, categories=[*DEFAULT_CATEGORIES, FAST])
+    ws_url = net.url.replace("http", "ws") + "/ws"
+    try:
+        live = await net.session.ws_connect(ws_url, headers=auth(who))
+        watch = await net.session.ws_connect(ws_url, headers=auth("admin"))
+        for ws in (live, watch):
+            assert (await ws.receive_json(timeout=10))["type"] == "snapshot"
+        # county A: an event that is created, responded to, moved, breached and escalated
+        body = intake_body(POINT_A, category="fast", source="net-src", external_id="net-ext-A")
+        status, ev = await net.call("POST", f"{V1}/events", "intake", json=body,
+                                    headers={"Idempotency-Key": "net-key-A"})
+        assert status == 201, ev
+        unit_a = ev["unit"]
+        status, _ = await net.call("PUT", f"{V1}/units/{unit_a}/position", "admin",
+                                   json={"lon": POINT_A[0], "lat": POINT_A[1]})
+        assert status == 200
+        await _until(watch, lambda m: m.get("type") == "event.escalated"
+                     and m["event"]["id"] == ev["id"])  # the timers fired, in scope
+        # duplicate detection: the same keys from other callers are other keys
+        for caller, point in ((who, POINT_B), ("intake-2", POINT_A)):
+            for headers, extra in (({}, {}), ({"Idempotency-Key": "net-key-A"},
+                                               {"external_id": f"other-{caller}"})):
+                dup = {**body, "location": {"lon": point[0], "lat": point[1]}, **extra}
+                status, got = await net.call("POST", f"{V1}/events", caller, json=dup,
+                                             headers=headers)
+                if caller == who and who.startswith("sup"):
+                    assert status == 403, got  # a supervisor never creates
+                    continue
+                assert status == 201 and not mentions(got, ev["id"]), (caller, status, got)
+        # the marker: county B's own event and unit, after all of the above
+        status, marker = await net.call("POST", f"{V1}/events", "admin",
+                                        json=intake_body(POINT_B, external_id="net-marker"))
+        assert status == 201 and marker["county"] == "cb", marker
+        status, _ = await net.call("PUT", f"{V1}/units/{UNIT_B}/position", "admin",
+                                   json={"lon": POINT_B[0], "lat": POINT_B[1]})
+        assert status == 200
+        in_b = 3 if who == "op-b" else 1  # op-b's two "duplicates" are new county-B events
+        pushed = await _until(live, _is("unit.updated", "unit", UNIT_B))
+        assert any(_is("event.created", "event", marker["id"])(m) for m in pushed)
+        assert not [m for m in pushed if mentions(m, ev["id"]) or mentions(m, unit_a)]
+        # a fresh snapshot, and a replay from the start
+        async with net.session.ws_connect(ws_url, headers=auth(who)) as ws:
+            snap = await ws.receive_json(timeout=10)
+            assert snap["type"] == "snapshot" and mentions(snap, marker["id"])
+            assert not mentions(snap, ev["id"]) and not mentions(snap, unit_a)
+        async with net.session.ws_connect(ws_url + "?since=0", headers=auth(who)) as ws:
+            replay = await _until(ws, _is("event.created", "event", marker["id"]))
+            assert not [m for m in replay if mentions(m, ev["id"])]
+        # REST: every read, with the marker in the same answer where there is a list
+        status, page = await net.call("GET", f"{V1}/events?limit=1000", who)
+        assert status == 200 and mentions(page, marker["id"]) and not mentions(page, ev["id"])
+        for path in (f"{V1}/events/{ev['id']}", f"{V1}/events/{ev['id']}/units"):
+            status, got = await net.call("GET", path, who)
+            unknown = await net.call("GET", path.replace(ev["id"], UNKNOWN_EVENT), who)
+            assert status == 404 and (status, got) == (
+                unknown[0], json.loads(json.dumps(unknown[1]).replace(
+                    UNKNOWN_EVENT, ev["id"]))), (got, unknown)
+        status, units = await net.call("GET", f"{V1}/units", who)
+        assert status == 200 and mentions(units, UNIT_B) and not mentions(units, unit_a)
+        status, teams = await net.call("GET", f"{V1}/teams", who)
+        assert status == 200 and mentions(teams, "t-tb1") and not mentions(teams, "t-ta1")
+        for group_by in ("township", "team", "county", "category", "day", "zone"):
+            q = f"group_by={group_by}"
+            status, groups = await net.call("GET", f"{V1}/stats/response-times?{q}", who)
+            assert status == 200, groups
+            assert sum(g["count"] for g in groups["groups"]) == in_b, groups
+            assert not any(mentions(groups, k) for k in ("ta1", "t-ta1", COUNTY_A))
+            status, csv = await net.call("GET", f"{V1}/stats/export?{q}&format=csv", who)
+            assert status == 200 and b"Town A1" not in csv and b"t-ta1" not in csv
+    finally:
+        await net.session.close()
+        await net.runner.cleanup()
