@@ -27,6 +27,7 @@ but the last commits may be lost on power failure; it is faster on slow disks.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import os
 import queue
@@ -79,6 +80,7 @@ class _Item:
     probe: bool = False
     out: list[Record] = field(default_factory=list)
     state: str = QUEUED
+    deadline: float = 0.0  # loop time when its caller stops waiting
 
 
 def connect(path: str, synchronous: str = "FULL",
@@ -148,6 +150,10 @@ class SqliteStore:
         self._diverged: str | None = None  # a commit landed after its caller gave up
         self._busy_since: float | None = None  # monotonic start of the running commit
         self._probe: _Item | None = None
+        # appends waiting for the writer, oldest first, and the one timer that expires them
+        # (a timer per append would cost more than the commit itself under load)
+        self._pending: collections.deque[_Item] = collections.deque()
+        self._watchdog: asyncio.TimerHandle | None = None
         self.commits = 0  # transactions committed (for benchmarks and metrics)
         self.failed_commits = 0
 
@@ -196,18 +202,39 @@ class SqliteStore:
         self._q.put(item)
 
     async def _wait(self, item: _Item) -> Any:
-        try:
-            return await asyncio.wait_for(asyncio.shield(item.fut), self.append_timeout_s)
-        except TimeoutError:
+        assert self._loop is not None
+        item.deadline = self._loop.time() + self.append_timeout_s
+        self._pending.append(item)
+        if self._watchdog is None:
+            self._watchdog = self._loop.call_at(item.deadline, self._expire)
+        return await item.fut
+
+    def _expire(self) -> None:
+        """Fail the appends whose time is up (on the loop; re-armed for the next one)."""
+        assert self._loop is not None
+        self._watchdog = None
+        now = self._loop.time()
+        while self._pending:
+            item = self._pending[0]
+            if not item.fut.done() and item.deadline > now:
+                self._watchdog = self._loop.call_at(item.deadline, self._expire)
+                return
+            self._pending.popleft()
+            if item.fut.done():
+                continue
             with self._state_lock:
                 withdrawn = item.state == QUEUED
                 item.state = WITHDRAWN if withdrawn else LATE
-            item.fut.cancel()
             what = ("it was withdrawn, nothing was written" if withdrawn else
                     "its commit was still running, the outcome is unknown")
-            raise StoreTimeoutError(
-                f"the journal did not commit within {self.append_timeout_s:g} s; {what}"
-            ) from None
+            item.fut.set_exception(StoreTimeoutError(
+                f"the journal did not commit within {self.append_timeout_s:g} s; {what}"))
+
+    def _forget_settled(self) -> None:
+        """Drop answered appends from the front of the pending queue (on the loop)."""
+        pending = self._pending
+        while pending and pending[0].fut.done():
+            pending.popleft()
 
     async def append(self, records: list[Record]) -> list[Record]:
         """Durable when it returns; ``ConflictError`` if the seqs do not follow the journal.
@@ -364,7 +391,7 @@ class SqliteStore:
         done = [(item, errors.get(i)) for i, item in enumerate(batch)]
         try:
             # one wake-up of the event loop per transaction, not one per waiting caller
-            self._loop.call_soon_threadsafe(_settle, done)
+            self._loop.call_soon_threadsafe(_settle, done, self._forget_settled)
         except RuntimeError:
             log.warning("journal: the event loop is closed; %d caller(s) not answered",
                         len(done))
@@ -419,7 +446,8 @@ def _retrieve(fut: asyncio.Future[Any]) -> None:
         fut.exception()
 
 
-def _settle(done: list[tuple[_Item, BaseException | None]]) -> None:
+def _settle(done: list[tuple[_Item, BaseException | None]],
+            then: Callable[[], None]) -> None:
     for item, exc in done:
         if item.fut.done():
             continue
@@ -427,3 +455,4 @@ def _settle(done: list[tuple[_Item, BaseException | None]]) -> None:
             item.fut.set_exception(exc)
         else:
             item.fut.set_result(item.out)
+    then()
