@@ -104,7 +104,7 @@ CASES = [
     ("illegal transition", "POST", "/events/{id}/arrive", "city", JSON, b"{}", 409,
      "illegal_transition", None),
     ("reassign unknown team", "POST", "/events/{id}/reassign", "city", JSON,
-     b'{"team": "t-nowhere"}', 422, "invalid_field", "team"),
+     b'{"team": "t-nowhere"}', 404, "not_found", "team"),
     ("position NaN", "PUT", "/units/u-0001/position", "admin", JSON,
      b'{"lon": NaN, "lat": 28.6}', 422, "invalid_field", "lon"),
     ("position negative accuracy", "PUT", "/units/u-0001/position", "admin", JSON,
