@@ -104,11 +104,12 @@ def describe(exc: BaseException, path: str | None = None) -> str:
     """A short reason for a failed commit: "disk full: …", "read-only: …" or the error."""
     msg = str(exc) or type(exc).__name__
     low = msg.lower()
+    where = f" ({path})" if path else ""
     if "full" in low or getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
-        return f"disk full: {msg}"
+        return f"disk full: {msg}{where}"
     if "readonly" in low or "read-only" in low or "read only" in low or _read_only_fs(path):
-        return f"read-only: {msg}"
-    return f"the journal cannot be written: {type(exc).__name__}: {msg}"
+        return f"read-only: {msg}{where}"
+    return f"the journal cannot be written: {type(exc).__name__}: {msg}{where}"
 
 
 def _read_only_fs(path: str | None) -> bool:
@@ -166,7 +167,7 @@ class SqliteStore:
             self._rconn = await asyncio.to_thread(self._init)
         except sqlite3.Error as exc:
             raise sqlite3.OperationalError(
-                f"cannot open the journal {self.path}: {describe(exc, self.path)}") from exc
+                f"cannot open the journal: {describe(exc, self.path)}") from exc
         self._thread = threading.Thread(target=self._run, name="sqlite-writer", daemon=True)
         self._thread.start()
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import sqlite3
 import subprocess
 import sys
 import time
@@ -297,7 +298,8 @@ async def test_read_only_store(tiny_disk: Path, tmp_path: Path) -> None:
         await srv.runner.cleanup()
     subprocess.run(["mount", "-o", "remount,ro", str(tiny_disk)], check=True)
     store = SqliteStore(str(db))
-    with pytest.raises(Exception, match=r"cannot open the journal .*: read-only: "):
+    with pytest.raises(sqlite3.OperationalError,
+                       match=r"cannot open the journal: read-only: .*journal\.db"):
         await store.open()
     subprocess.run(["mount", "-o", "remount,rw", str(tiny_disk)], check=True)
     srv = await start_server(tmp_path, store=str(db))

@@ -84,7 +84,8 @@ async def test_writer_survives_a_rollback_that_raises(faulty: Any) -> None:
         await asyncio.wait_for(store.append([rec(2)]), 5)  # old code: waits forever
     assert store._thread is not None and store._thread.is_alive()
     reason = await asyncio.wait_for(store.health(), 1.5)  # its probe fails too
-    assert reason == "the journal cannot be written: OperationalError: disk I/O error"
+    assert reason == "the journal cannot be written: OperationalError: disk I/O error " \
+                     f"({store.path})"
     faults.writes_fail = None
     # the next append works (on a new connection: the one that could not roll back is gone)
     out = await asyncio.wait_for(store.append([rec(2)]), 5)
