@@ -35,6 +35,7 @@ class Faults:
         self.writes_fail: str | None = None  # every INSERT raises OperationalError(this)
         self.rollbacks_to_fail = 0  # this many ROLLBACKs raise
         self.begin_gate: threading.Event | None = None  # BEGIN waits for it (a hung disk)
+        self.read_only = False  # SQLite itself refuses writes (PRAGMA query_only)
         self.connections = 0
 
 
@@ -43,6 +44,8 @@ def faulty_factory(faults: Faults) -> Any:
         def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
             if sql.startswith("BEGIN") and faults.begin_gate is not None:
                 faults.begin_gate.wait(10)
+            if sql.startswith("BEGIN"):
+                super().execute(f"PRAGMA query_only={int(faults.read_only)}")
             if sql.startswith("INSERT") and faults.writes_fail:
                 raise sqlite3.OperationalError(faults.writes_fail)
             if sql == "ROLLBACK" and faults.rollbacks_to_fail > 0:
@@ -109,6 +112,20 @@ async def test_every_caller_of_a_failed_batch_is_answered(faulty: Any) -> None:
     assert await asyncio.wait_for(store.health(), 1.5) is None  # the probe saw the recovery
     await store.append([rec(1)])
     assert await store.last_seq() == 1
+
+
+async def test_a_read_only_journal_is_reported_and_recovers(faulty: Any) -> None:
+    store, faults = faulty
+    await store.append([rec(1)])
+    faults.read_only = True
+    with pytest.raises(sqlite3.OperationalError, match="readonly"):
+        await store.append([rec(2)])
+    reason = await store.health()
+    assert reason is not None and reason.startswith("read-only: attempt to write a readonly")
+    faults.read_only = False
+    assert await asyncio.wait_for(store.health(), 1.5) is None
+    await store.append([rec(2)])
+    assert verify_journal(store.path) == (True, "OK: 2 records, chain intact", None)
 
 
 async def test_a_dead_writer_is_reported_and_append_does_not_wait(faulty: Any) -> None:
