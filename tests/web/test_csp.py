@@ -88,7 +88,7 @@ def test_the_recorder_sees_a_violation(server, open_page, browser):
             d.setAttribute('style', 'color: red');
             document.body.appendChild(d);
         }""")
-        page.wait_for_function("window.__csp.length > 0", timeout=5000)
+        page.wait_for_function("() => window.__csp.length > 0", timeout=5000)
         assert any(v.startswith("style-src") for v in violations(page)), violations(page)
     finally:
         ctx.close()
