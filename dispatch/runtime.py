@@ -31,6 +31,7 @@ from dispatch.core.records import Record
 from dispatch.routing import GeoRoutingPort
 from dispatch.store import open_store, replay
 from dispatch.store.base import Store
+from dispatch.store.redis_keys import REDIS_SCHEMES
 from geo.loader import GeoDataset, load_dataset
 from geo.router import Router
 from geo.units import UnitIndex
@@ -274,6 +275,6 @@ class Runtime:
 
 
 def _store_options(config: Config) -> dict[str, Any]:
-    if config.store.startswith(("redis://", "rediss://", "memory:")):
+    if config.store.startswith((*REDIS_SCHEMES, "memory:")):
         return {}
     return {"synchronous": config["store_options"]["synchronous"]}

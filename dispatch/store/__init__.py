@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from dispatch.store.base import Store
+from dispatch.store.redis_keys import REDIS_SCHEMES
 
 
 def open_store(url_or_path: str, **options: Any) -> Store:
@@ -17,7 +18,7 @@ def open_store(url_or_path: str, **options: Any) -> Store:
         from dispatch.store.memory import MemoryStore
 
         return MemoryStore()
-    if url_or_path.startswith(("redis://", "rediss://", "unix://")):
+    if url_or_path.startswith(REDIS_SCHEMES):
         from dispatch.store.redis import RedisStore
 
         return RedisStore(url_or_path, **options)
