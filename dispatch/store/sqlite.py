@@ -189,8 +189,20 @@ class SqliteStore:
         """Commit everything queued, stop the writer, close connections."""
         if self._thread is not None:
             self._q.put(None)
-            await asyncio.to_thread(self._thread.join)
+            # a writer stuck on a hung disk must not hold the shutdown forever
+            await asyncio.to_thread(self._thread.join, self.append_timeout_s + 5.0)
+            if self._thread.is_alive():
+                log.error("the journal writer did not stop within %.0f s; leaving it",
+                          self.append_timeout_s + 5.0)
             self._thread = None
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
+        for item in self._pending:  # only left when the writer was stuck
+            if not item.fut.done():
+                item.fut.set_exception(StoreTimeoutError(
+                    "the store closed before the journal committed; the outcome is unknown"))
+        self._pending.clear()
         if self._rconn is not None:
             self._rconn.close()
             self._rconn = None
