@@ -246,6 +246,22 @@ def client_time(data: dict[str, Any], key: str, field: str, now: float | None = 
     return t
 
 
+def idempotency_key(value: str | None, field: str = "Idempotency-Key") -> str | None:
+    """The ``Idempotency-Key`` header: 1..128 characters, none of them a control character.
+
+    aiohttp decodes header bytes that are not UTF-8 as lone surrogates (surrogateescape);
+    such a key could never be journaled, so it is a 422 here rather than a 503 later.
+    """
+    if value is None:
+        return None
+    if not 0 < len(value) <= 128:
+        raise ApiError(422, "invalid_field", f"{field} must be 1..128 characters", field)
+    if _BAD_CHAR.search(value) is not None:
+        raise ApiError(422, "invalid_field",
+                       f"{field} must be UTF-8 text without control characters", field)
+    return value
+
+
 def location(data: dict[str, Any], field: str = "location") -> dict[str, Any]:
     """A location object → WGS84 point plus the original (contract §2: both are kept).
 

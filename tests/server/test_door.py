@@ -193,6 +193,29 @@ async def test_a_socket_message_with_a_huge_integer_or_surrogate_gets_an_error_n
         assert pong == {**pong, "type": "pong", "id": 7}
 
 
+async def test_an_idempotency_key_that_is_not_utf8_is_422_not_503(server):
+    """Header bytes that are not UTF-8 reach the handler as lone surrogates (surrogateescape)."""
+    await _one_event(server)
+    seq = server.state.runtime.engine.last_seq
+    lon, lat = point_in(server, "331003")
+    body = json.dumps(intake_body(lon, lat)).encode()
+    host, port = server.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(b"POST /api/v1/events HTTP/1.1\r\nHost: door\r\n"
+                 b"Content-Type: application/json\r\n"
+                 b"Authorization: Bearer " + server.token("intake").encode() + b"\r\n"
+                 b"Idempotency-Key: key-\xff\xfe\r\n"
+                 b"Content-Length: " + str(len(body)).encode() + b"\r\n"
+                 b"Connection: close\r\n\r\n" + body)
+    await writer.drain()
+    head, _, payload = (await asyncio.wait_for(reader.read(), 10)).partition(b"\r\n\r\n")
+    writer.close()
+    assert head.startswith(b"HTTP/1.1 422 "), head
+    err = json.loads(payload)["error"]
+    assert (err["code"], err["field"]) == ("invalid_field", "Idempotency-Key")
+    await _nothing_changed(server, seq, 1)
+
+
 # -- defect 10: route the exact point ---------------------------------------------------------
 # Just inside 椒江区 (331002), 2e-8° from its border with 路桥区 (331004): rounded to 7
 # decimals it lies across the border, in another county's township.
