@@ -215,9 +215,6 @@ def rate_limit(state: State, p: Principal) -> None:
     b.tokens -= 1
 
 
-_rate_limit = rate_limit  # TODO(H3): the old name, until ws.py calls rate_limit
-
-
 def is_loopback(host: str) -> bool:
     """Whether binding ``host`` only answers this machine (contract §6: demo tokens)."""
     if host == "localhost":
@@ -350,9 +347,8 @@ def build_app(config: Config, clock: Clock | None = None) -> web.Application:
         await runtime.start()
         tasks.append(asyncio.create_task(
             hub.run_position_flush(float(config["ws"]["position_flush_s"])), name="positions"))
-        if hasattr(hub, "run_revocation"):  # TODO(H3): drop the guard once H2's hub has it
-            tasks.append(asyncio.create_task(
-                hub.run_revocation(state.tokens.active, REVOCATION_CHECK_S), name="revocation"))
+        tasks.append(asyncio.create_task(
+            hub.run_revocation(state.tokens.active, REVOCATION_CHECK_S), name="revocation"))
 
     async def on_shutdown(app: web.Application) -> None:
         for t in tasks:

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import yaml
 
@@ -220,3 +221,19 @@ def test_demo_entries_of_the_token_file_are_refused_beyond_loopback(tmp_path: Pa
         {"digest": hash_token("demo-from-file"), "role": "admin", "demo": True}])
     assert TokenBook(config, refuse_demo=True).lookup("demo-from-file") is None
     assert TokenBook(config).lookup("demo-from-file") is not None
+
+
+async def test_revoked_tokens_open_socket_is_closed_4401_within_5_s(server: Server) -> None:
+    tok = issue_token(server.state.config.token_file, "operator", "331003", None, name="夜班")
+    async with server.session.ws_connect(
+            server.ws_url, headers={"Authorization": f"Bearer {tok}"}) as ws:
+        assert (await ws.receive_json())["type"] == "snapshot"
+        assert cli(["token", "revoke", "--name", "夜班", "--config",
+                    str(server.config_path)]) == 0
+        t0 = time.monotonic()
+        while True:  # skip pushes until the close
+            msg = await asyncio.wait_for(ws.receive(), 5)
+            if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED):
+                break
+        assert time.monotonic() - t0 < 5
+        assert ws.close_code == 4401
