@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dispatch.audit import verify_journal
 from dispatch.core.errors import ConflictError, StoreTimeoutError
@@ -231,3 +233,23 @@ async def test_a_bad_record_does_not_fail_a_timer_or_another_intake(tmp_path: Pa
         assert list(again.events()) == list(rt.engine.events())
     finally:
         await rt.stop()
+
+
+_text = st.text(st.characters(blacklist_categories=["Cs"]), max_size=20)
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers(-2**63, 2**63 - 1) | _text
+    | st.floats(allow_nan=False, allow_infinity=False),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_text, inner, max_size=4),
+    max_leaves=12)
+
+
+@settings(max_examples=150, deadline=None)
+@given(after=st.dictionaries(_text, _json, max_size=6), note=st.none() | _text,
+       actor=_text, at=st.floats(0, 4e9), received=st.floats(0, 4e9) | st.integers(0, 2**40),
+       prev=st.sampled_from(["", "0" * 64, "f" * 64]))
+def test_pre_encoding_matches_canonical_for_any_record(after: dict[str, Any], note: str | None,
+                                                      actor: str, at: float,
+                                                      received: float, prev: str) -> None:
+    r = Record(5, "E0000005", 2, "note", actor, at, received, {"status": None}, after, note,
+               after or None)
+    assert encode(r).with_prev(prev) == canonical(r, prev)
