@@ -176,9 +176,13 @@ def number(data: dict[str, Any], key: str, field: str, required: bool = True) ->
         return None
     if isinstance(v, bool) or not isinstance(v, int | float):
         raise ApiError(422, "invalid_field", f"{field} must be a number", field)
-    if isinstance(v, _NonFinite) or not math.isfinite(v):
+    try:
+        f = float(v)
+    except OverflowError:  # an int past float range (only from callers other than the door)
+        f = math.inf
+    if isinstance(v, _NonFinite) or not math.isfinite(f):
         raise ApiError(422, "invalid_field", f"{field} must be a finite number", field)
-    return float(v)
+    return f
 
 
 def string(data: dict[str, Any], key: str, field: str, max_len: int,

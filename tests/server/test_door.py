@@ -88,6 +88,36 @@ async def test_client_times_inside_the_bounds_are_taken(server):
     assert status == 200 and out["at"] is not None
 
 
+def test_the_bounds_in_the_validators_themselves():
+    """Interface 1: [2000-01-01T00:00:00Z, now + max_skew_s]; no upper bound but datetime's
+    without ``now``; nothing but ApiError for any number, however large."""
+    cats = {"noise": object()}
+    base = {"location": {"lon": 121.4, "lat": 28.6}, "category": "noise"}
+    now = 1_800_000_000.0
+    ok = [(946684800, None), ("2000-01-01T00:00:00Z", None), (now + 30, now),
+          ("9999-12-29T00:00:00+00:00", None)]
+    for t, n in ok:
+        got = validation.intake({**base, "reported_at": t}, cats, now=n)["reported_at"]
+        assert got >= 946684800
+        assert validation.action_body({"at": t}, now=n, max_skew_s=30)["at"] == got
+        assert validation.position({"lon": 121.4, "lat": 28.6, "at": t}, now=n)["at"] == got
+    bad = [(946684799.9, None), (now + 30.5, now), (now + 11, now, 10), (1e12, None),
+           ("9999-12-31T23:59:59+00:00", None), (10**400, None), (-(10**400), now)]
+    for t, n, *skew in bad:
+        kw = {"now": n, "max_skew_s": skew[0] if skew else 30.0}
+        for fn, args, field in (
+            (validation.intake, ({**base, "reported_at": t}, cats), "reported_at"),
+            (validation.action_body, ({"at": t},), "at"),
+            (validation.position, ({"lon": 121.4, "lat": 28.6, "at": t},), "at"),
+        ):
+            with pytest.raises(validation.ApiError) as e:
+                fn(*args, **kw)
+            assert (e.value.status, e.value.field) == (422, field), (t, e.value.message)
+    with pytest.raises(validation.ApiError) as e:
+        validation.location({"lon": 10**400, "lat": 28.6})
+    assert e.value.field == "location.lon"
+
+
 @pytest.mark.parametrize("query", [
     "since=9999-12-31T23:59:59%2B00:00", "until=9999-12-31T23:59:59-14:00",
     "since=0001-01-01T00:00:00%2B14:00", "until=0001-01-01T00:00:00-23:59",
