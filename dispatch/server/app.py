@@ -70,6 +70,8 @@ class State:
     metrics: Metrics | None = None
     buckets: dict[str, RateBucket] = field(default_factory=dict)
     auth_failures: dict[str, RateBucket] = field(default_factory=dict)
+    auth_refused: dict[str, int] = field(default_factory=lambda: {"unauthorized": 0,
+                                                                  "rate_limited": 0})
     team_paths: dict[str, frozenset[str]] = field(default_factory=dict)
     unit_scopes: dict[tuple[Any, ...], tuple[str, ...]] = field(default_factory=dict)
     started: float = field(default_factory=time.time)
@@ -174,6 +176,7 @@ def authenticate(request: web.Request) -> Principal:
         b.tokens = min(burst, b.tokens + (now - b.updated) * rate)
         b.updated = now
         if b.tokens < 1:
+            state.auth_refused["rate_limited"] += 1
             raise ApiError(429, "rate_limited",
                            "too many requests with a missing or invalid token from this address",
                            retry_after_s=round((1 - b.tokens) / rate, 3))
@@ -185,6 +188,7 @@ def authenticate(request: web.Request) -> Principal:
             _forget_refilled(state.auth_failures, now, rate, burst)
         b = state.auth_failures[addr] = RateBucket(tokens=burst, updated=now)
     b.tokens -= 1
+    state.auth_refused["unauthorized"] += 1
     raise ApiError(401, "unauthorized", "missing or invalid bearer token")
 
 

@@ -43,6 +43,16 @@ class _StateCollector(Collector):
         yield CounterMetricFamily("dispatch_ws_slow_disconnects",
                                   "Clients closed for not keeping up",
                                   value=hub.disconnected_slow)
+        refused = CounterMetricFamily("dispatch_auth_refused",
+                                      "Requests refused for a missing or bad token (401), "
+                                      "or from an address past its failures (429)",
+                                      labels=["reason"])
+        for reason, n in sorted(getattr(self.state, "auth_refused", {}).items()):
+            refused.add_metric([reason], n)
+        yield refused
+        yield CounterMetricFamily("dispatch_ws_revoked_disconnects",
+                                  "Sockets closed because their token was removed or revoked",
+                                  value=getattr(hub, "disconnected_revoked", 0))
         yield GaugeMetricFamily("dispatch_journal_seq", "Last journal sequence number",
                                 value=rt.engine.last_seq)
         cluster = rt.cluster

@@ -132,6 +132,7 @@ async def test_metrics_need_a_token_of_an_allowed_role(server: Server, who: str 
         assert r.status == status, text
     if status == 200:
         assert "dispatch_journal_seq" in text
+        assert 'dispatch_auth_refused_total{reason="unauthorized"}' in text
     else:
         assert "dispatch_" not in text
 
