@@ -484,3 +484,27 @@ async def test_other_county_never_receives_the_event(tmp_path: Path, who: str) -
     finally:
         await net.session.close()
         await net.runner.cleanup()
+
+
+async def test_recommended_and_nearby_units_are_in_the_callers_scope(tmp_path: Path) -> None:
+    """With ta1's own units busy the pick is mutual aid from another team of county A: a
+    township operator of ta1 does not see that team's units, so it is not shown them."""
+    net = await start(tmp_path)
+    try:
+        busy = [await net.fresh_event() for _ in UNITS_A]
+        assert sorted(e["unit"] for e in busy) == sorted(UNITS_A)
+        path = f"{V1}/events/{busy[0]['id']}/units"
+        status, full = await net.call("GET", path, "admin")
+        assert status == 200 and full["recommended"] is not None, full
+        assert full["recommended"]["unit"] not in UNITS_A and full["recommended"]["mutual_aid"]
+        _, units = await net.call("GET", f"{V1}/units", "op-town")
+        visible = {u["id"] for u in units["units"]}
+        assert full["recommended"]["unit"] not in visible, (full, visible)
+        status, out = await net.call("GET", path, "op-town")
+        assert status == 200, out
+        shown = {p["unit"] for p in out["nearby"]} | (
+            {out["recommended"]["unit"]} if out["recommended"] else set())
+        assert shown <= visible, (out, visible)
+    finally:
+        await net.session.close()
+        await net.runner.cleanup()
