@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 
 from dispatch.core.records import GENESIS, Record, compute_hash
+from dispatch.store.redis_keys import REDIS_SCHEMES
 
 Result = tuple[bool, str, int | None]
 
@@ -115,7 +116,7 @@ def verify_main(db_path: str) -> int:
 
     ``db_path`` is a SQLite journal file, or a ``redis://`` URL (the shared journal).
     """
-    if db_path.startswith(("redis://", "rediss://", "unix://")):
+    if db_path.startswith(REDIS_SCHEMES):
         ok, message, _ = asyncio.run(_verify_url(db_path))
     else:
         ok, message, _ = verify_journal(db_path)

@@ -53,14 +53,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from dispatch.core import lifecycle as lc
-from dispatch.core.errors import ConflictError
-
-try:
-    from dispatch.core.errors import StoreTimeoutError
-except ImportError:  # pragma: no cover - until dispatch.core.errors has it (interfaces §4)
-    class StoreTimeoutError(TimeoutError):  # type: ignore[no-redef]
-        """The store did not make the records durable in time (nothing was answered)."""
-from dispatch.core.records import GENESIS, Record, chain_encoded
+from dispatch.core.errors import ConflictError, StoreTimeoutError
+from dispatch.core.records import GENESIS, Encoded, Record, chain_pre_encoded, encode_all
 from dispatch.store.base import check_batch
 from dispatch.store.redis_keys import DEFAULT_TAG, SENTINEL_SCHEME, Keys
 
@@ -203,6 +197,7 @@ def parse_sentinel_url(url: str) -> tuple[SentinelTarget, dict[str, str]]:
 class _Item:
     records: list[Record]
     fut: asyncio.Future[Any]
+    encoded: list[Encoded]
     out: list[Record] = field(default_factory=list)
 
 
@@ -367,8 +362,10 @@ class RedisStore:
             return []
         if self._flusher is None:
             raise RuntimeError("the store is not open")
+        # encoded here, so a record that cannot be encoded fails its own caller only
+        encoded = encode_all(records)
         fut = asyncio.get_running_loop().create_future()
-        item = _Item(list(records), fut)
+        item = _Item(list(records), fut, encoded)
         self._queue.append(item)
         self._kick.set()
         try:
@@ -543,7 +540,7 @@ class RedisStore:
                     return
                 item.fut.done() or item.fut.set_exception(exc)
                 continue
-            sealed = chain_encoded(item.records, last_hash)
+            sealed = chain_pre_encoded(item.encoded, last_hash)
             item.out = [r for r, _ in sealed]
             for r, data in sealed:
                 args += [r.seq, r.hash, data]

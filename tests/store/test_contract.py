@@ -62,6 +62,25 @@ async def test_conflict_in_a_group_fails_only_that_batch(store: Store) -> None:
     assert [r.seq for r in await store.read()] == [1, 2]
 
 
+@pytest.mark.parametrize("name", sorted(DURABLE))
+async def test_a_record_that_cannot_be_encoded_fails_only_its_caller(name: str,
+                                                                    tmp_path: Path) -> None:
+    """Defect 4 of issue 11: a lone surrogate fails its own append, never its batch."""
+    s = BACKENDS[name](tmp_path)
+    await s.open()
+    try:
+        results = await asyncio.gather(
+            s.append([rec(1)]), s.append([rec(2, description="bad \ud800")]),
+            s.append([rec(2)]), return_exceptions=True)
+        assert [r.seq for r in results[0]] == [1]  # type: ignore[union-attr]
+        assert isinstance(results[1], TypeError)
+        assert [r.seq for r in results[2]] == [2]  # type: ignore[union-attr]
+        got = await s.read()
+        assert [r.seq for r in got] == [1, 2] and verify_chain(got) is None
+    finally:
+        await s.close()
+
+
 async def test_health_of_a_writable_store(store: Store) -> None:
     assert await asyncio.wait_for(store.health(), 1.5) is None
     await store.append([rec(1)])
