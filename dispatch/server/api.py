@@ -192,10 +192,7 @@ async def create_event(request: web.Request) -> web.Response:
         raise forbid(f"a {p.role} token may not create events")
     data = await read_json(request, state)
     fields = validation.intake(data, state.runtime.policy.categories, **_bounds(state))
-    key = request.headers.get("Idempotency-Key")
-    if key is not None and not 0 < len(key) <= 128:
-        raise ApiError(422, "invalid_field", "Idempotency-Key must be 1..128 characters",
-                       "Idempotency-Key")
+    key = validation.idempotency_key(request.headers.get("Idempotency-Key"))
     if p.role == "operator" and p.region is not None:
         r = state.runtime.port.route(fields["location"]["lon"], fields["location"]["lat"])
         if p.region not in (r.grid, r.township, r.county, r.city):
