@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Generator
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import pytest
 
@@ -86,15 +87,13 @@ def pytest_configure(config: pytest.Config) -> None:
 _NAMES = {"redis": "redis-server", "redis-sentinel": "redis-sentinel", "chromium": "chromium"}
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
-    outcome = yield
-    report: pytest.TestReport = outcome.get_result()
-    if not report.skipped or hasattr(report, "wasxfail"):
-        return
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+        item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
+    report = yield
     need = required()
-    if not need:
-        return
+    if not need or not report.skipped or hasattr(report, "wasxfail"):
+        return report
     reason = str(report.longrepr[-1] if isinstance(report.longrepr, tuple)
                  else report.longrepr).lower()
     hit = [d for d in sorted(need) if _NAMES[d] in reason]
@@ -102,3 +101,4 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
         report.outcome = "failed"
         report.longrepr = (f"skipped although DISPATCH_REQUIRE requires {', '.join(hit)}: "
                            f"{reason}")
+    return report
