@@ -151,6 +151,9 @@ class TokenBook:
         self._tokens = {d: s for d, s in tokens.items() if d not in revoked}
 
 
+_UNSEEN = (-2, -2, -2)  # a file signature before the first look
+
+
 class _Watched:
     """One file of tokens, re-read when its (mtime, size, inode) changes."""
 
@@ -159,11 +162,12 @@ class _Watched:
         self.path = path
         self.label = str(path)
         self._read = read
-        self._sig: tuple[int, int, int] | None = None
+        self._sig: tuple[int, int, int] | None = _UNSEEN
         self.specs: dict[str, TokenSpec] = {}
         self.revoked: set[str] = set()
 
     def reload(self) -> bool:
+        """Re-read the file if it changed since the last look; whether anything changed."""
         if self.path is None:
             return False
         try:
@@ -172,17 +176,17 @@ class _Watched:
         except FileNotFoundError:
             sig = None
         except OSError:
-            sig = (-1, -1, -1)
-        if sig == self._sig and self._sig is not None:
+            sig = (-1, -1, -1)  # there but unreadable: _read says so and refuses its tokens
+        if sig == self._sig:
             return False
-        first = self._sig is None and not self.specs and not self.revoked
+        seen_before = self._sig != _UNSEEN
         self._sig = sig
         if sig is None:
-            if not first:
+            if seen_before:
                 log.warning("%s: gone; its tokens no longer work", self.label)
             self.specs, self.revoked = {}, set()
-            return True
-        self.specs, self.revoked = self._read(self.path)
+        else:
+            self.specs, self.revoked = self._read(self.path)
         return True
 
 
