@@ -131,6 +131,17 @@ async def catch_up(state: State, p: Principal, since: int, upto: int,
         await asyncio.sleep(0)
 
 
+class _Gone(Exception):
+    """The socket went away while we were sending."""
+
+
+async def _send(ws: web.WebSocketResponse, data: bytes) -> None:
+    try:
+        await ws.send_frame(data, WSMsgType.TEXT)
+    except (ConnectionError, RuntimeError) as exc:
+        raise _Gone from exc
+
+
 async def serve_client(state: State, client: Client, since: int | None) -> None:
     """The client's own task: snapshot or replay, the gap, registration, then live."""
     ws, p, rt = client.ws, client.principal, state.runtime
@@ -141,15 +152,15 @@ async def serve_client(state: State, client: Client, since: int | None) -> None:
         else:
             first = _one(snapshot(state, p, upto, None))
         async for data in first:
-            await ws.send_frame(data, WSMsgType.TEXT)
+            await _send(ws, data)
         # Whatever was published while that went out comes from the journal; the last
         # check and the registration happen in one turn of the loop.
         while not client.closed and rt.published_seq > upto:
             gap_end = rt.published_seq
             async for data in catch_up(state, p, upto, gap_end, client.narrow):
-                await ws.send_frame(data, WSMsgType.TEXT)
+                await _send(ws, data)
             upto = gap_end
-    except (ConnectionError, RuntimeError, asyncio.CancelledError):
+    except (_Gone, asyncio.CancelledError):
         return
     except Exception:  # the snapshot could not be built, or the journal could not be read
         log.warning("snapshot or replay to a client failed; closing so it reconnects",
