@@ -208,7 +208,7 @@ LINKS = {
     "EventUnits": {"operationId": "eventUnits", "parameters": {"id": EVENT_ID}},
     "ActOnEvent": {"operationId": "actOnEvent", "parameters": {"id": EVENT_ID}},
 }
-TIME_FILTERS = [_q("since", "ISO 8601 or epoch seconds"), _q("until", "ISO 8601 or epoch seconds")]
+TIME_FILTERS = [_q("since", "ISO 8601 with offset"), _q("until", "ISO 8601 with offset")]
 HTML = {"text/html": {"schema": STR}}
 PAGE_OK = {200: ("HTML page", HTML)}
 
