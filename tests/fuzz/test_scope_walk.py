@@ -324,6 +324,13 @@ WS_CELLS = [pytest.param(m, who, id=f"ws {m} {who}") for m in WS_MESSAGES for wh
             if who != "intake"]
 
 
+async def test_every_socket_message_is_in_the_matrix() -> None:
+    from dispatch.server.validation import ACTIONS as SERVED_ACTIONS
+
+    assert set(WS_MESSAGES) == {"ping", "subscribe", "position", *SERVED_ACTIONS}
+    assert set(ACTIONS) == set(SERVED_ACTIONS)
+
+
 def ws_cell(kind: str, who: str) -> str:
     if kind == "ping":
         return "ok"
