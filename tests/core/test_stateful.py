@@ -302,3 +302,28 @@ def test_a_reassign_at_the_instant_of_dispatch_keeps_the_respond_deadline() -> N
     fired = eng.fire_due(ev["deadlines"]["respond"]).records
     assert [(r.action, (r.extra or {}).get("stage")) for r in fired][:2] == [
         ("breached", "respond"), ("escalated", "respond")]
+
+
+def test_a_refused_first_dispatch_leaves_no_deadline_behind() -> None:
+    """Found by the machine above: an event with no team (status new) is reassigned to a
+    team, and the store refuses that record (``rollback``). The event is undispatched again,
+    so it has no deadline: ``next_due`` must not name one, and ``fire_due`` must neither
+    raise nor fire for it."""
+    clock = FakeClock()
+    eng = Engine(make_policy(), TableRouting())
+    lon, lat = T3  # township T3: no team anywhere
+    out = eng.create({"location": {"lon": lon, "lat": lat, "crs": "wgs84",
+                                   "original": {"lon": lon, "lat": lat}},
+                      "category": "street_vending", "description": "x", "source": "hotline",
+                      "priority": None, "external_id": None, "reporter": None,
+                      "reported_at": None, "caller": "intake-hotline"},
+                     "intake-hotline", clock.now())
+    assert out.event is not None and out.event["status"] == "new"
+    eid, seq = out.event["id"], out.records[-1].seq
+    assert eng.next_due() is None
+    eng.act(eid, "reassign", "op-county", clock.now(), team="team-t1")
+    assert eng.next_due() is not None
+    eng.rollback(seq)  # the store refused the reassign
+    assert eng.get(eid)["status"] == "new" and eng.get(eid)["dispatched_at"] is None
+    assert eng.next_due() is None
+    assert eng.fire_due(clock.advance(3600)).records == []
