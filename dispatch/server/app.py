@@ -269,7 +269,7 @@ def security_headers(config: Config) -> tuple[dict[str, str], dict[str, str]]:
     Every other response gets ``default-src 'none'``: JSON and files never run anything.
     """
     tiles = config["ui"].get("tiles")
-    img = ["'self'", "data:", "blob:"]
+    img = ["'self'", "data:"]
     src = tile_source(str(tiles["url"])) if tiles else None
     if src:
         img.append(src)

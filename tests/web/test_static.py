@@ -67,3 +67,20 @@ def test_pages_need_nothing_the_content_security_policy_refuses():
         assert not re.search(r"""\bstyle\s*:\s*['"`]""", code), js.name
         assert not re.search(r"""setAttribute\(\s*['"]style['"]""", code), js.name
         assert "cssText" not in code, js.name
+
+
+def test_the_page_policy_admits_the_configured_tile_server_only(tmp_path):
+    from dispatch.config import load_config
+    from dispatch.server.app import security_headers
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("ui: {tiles: {url: 'https://webrd0{s}.is.autonavi.com/appmaptile?x={x}&y={y}"
+                   "&z={z}', subdomains: '1234', crs: gcj02}}\n", encoding="utf-8")
+    common, page = security_headers(load_config(cfg))
+    img = next(d for d in page["Content-Security-Policy"].split("; ") if d.startswith("img-src"))
+    assert img == "img-src 'self' data: https://*.is.autonavi.com"
+    assert common["Content-Security-Policy"].startswith("default-src 'none'")
+    # Tiles from this server (a relative URL) need nothing more than 'self'.
+    cfg.write_text("ui: {tiles: {url: '/tiles/{z}/{x}/{y}.png'}}\n", encoding="utf-8")
+    _, page = security_headers(load_config(cfg))
+    assert "img-src 'self' data:;" in page["Content-Security-Policy"]
