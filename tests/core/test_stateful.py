@@ -268,7 +268,7 @@ class Lifecycle(RuleBasedStateMachine):
 
 
 Lifecycle.TestCase.settings = settings(
-    max_examples=fuzz_examples(200), stateful_step_count=40, deadline=None,
+    max_examples=fuzz_examples(800), stateful_step_count=40, deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 test_lifecycle_from_several_actors = Lifecycle.TestCase
 
