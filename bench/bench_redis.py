@@ -91,6 +91,7 @@ def write_config(tmp: Path, store: str) -> Path:
                             {"token": CITY, "role": "operator", "region": "331000"}],
                  "token_file": str(tmp / "tokens.yaml")},
         "limits": {"rate_per_s": 1_000_000, "rate_burst": 1_000_000},
+        "metrics": {"public": True},  # conflicts() scrapes /metrics without a token
     }
     path = tmp / f"config-{abs(hash(store))}.yaml"
     path.write_text(yaml.safe_dump(cfg, allow_unicode=True), encoding="utf-8")

@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from dispatch.store.redis_keys import REDIS_SCHEMES
 from geo import DEMO_DIR
 
 ROLES = ("operator", "field", "supervisor", "intake", "admin")
@@ -43,7 +44,7 @@ DEFAULT_CATEGORIES: list[dict[str, Any]] = [
 DEFAULTS: dict[str, Any] = {
     "server": {"host": "127.0.0.1", "port": 8080, "event_loop": "asyncio"},
     "store": "var/dispatch.db",
-    "store_options": {"synchronous": "FULL"},
+    "store_options": {"synchronous": "FULL", "append_timeout_s": 10},
     "geo": {
         "regions": str(DEMO_DIR / "regions.geojson"),
         "zones": str(DEMO_DIR / "zones.geojson"),
@@ -234,9 +235,12 @@ def _validate(raw: dict[str, Any]) -> None:
         except ImportError:
             _need(False, "server.event_loop", "uvloop is not installed (pip install uvloop)")
     _need(isinstance(raw["store"], str) and raw["store"] != "", "store",
-          "must be a file path or a redis:// URL")
+          "must be a file path or a redis://, rediss:// or redis+sentinel:// URL")
     sync = raw["store_options"].get("synchronous")
     _need(sync in ("FULL", "NORMAL"), "store_options.synchronous", "must be FULL or NORMAL")
+    ato = raw["store_options"].get("append_timeout_s")
+    _need(_is_num(ato) and 0 < ato <= 600, "store_options.append_timeout_s",
+          "must be a number of seconds in (0, 600]")
     for key in ("regions", "teams"):
         _need(isinstance(raw["geo"].get(key), str), f"geo.{key}", "must be a file path")
     _need(raw["geo"].get("zones") is None or isinstance(raw["geo"]["zones"], str), "geo.zones",
@@ -267,6 +271,8 @@ def _validate(raw: dict[str, Any]) -> None:
         _positive(raw, "ws", key, integer=True)
     _positive(raw, "ws", "heartbeat_s")
     _positive(raw, "ws", "position_flush_s")
+    if raw["ws"].get("queue_bytes") is not None:  # else queue_size * 2048 (hub.queue_bytes)
+        _positive(raw, "ws", "queue_bytes", integer=True)
     try:
         zoneinfo.ZoneInfo(str(raw["timezone"]))
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
@@ -366,6 +372,6 @@ def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
     for key in ("regions", "zones", "teams"):
         if raw["geo"].get(key):
             raw["geo"][key] = str((base / raw["geo"][key]).resolve())
-    if not raw["store"].startswith(("redis://", "rediss://", "memory:")):
+    if not raw["store"].startswith((*REDIS_SCHEMES, "memory:")):
         raw["store"] = str((base / raw["store"]).resolve())
     raw["auth"]["token_file"] = str((base / raw["auth"]["token_file"]).resolve())

@@ -275,6 +275,10 @@ class Runtime:
 
 
 def _store_options(config: Config) -> dict[str, Any]:
+    """Constructor options of the embedded store: an append never waits longer than
+    ``store_options.append_timeout_s`` (the caller gets 503). Redis takes its own options
+    from the URL's query string (docs/redis.md)."""
+    opts = config["store_options"]
     if config.store.startswith((*REDIS_SCHEMES, "memory:")):
         return {}
-    return {"synchronous": config["store_options"]["synchronous"]}
+    return {"synchronous": opts["synchronous"], "append_timeout_s": float(opts["append_timeout_s"])}

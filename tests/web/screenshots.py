@@ -142,7 +142,7 @@ def shoot(out: Path) -> None:
                 page = c.new_page()
                 page.goto(f"{srv.url}/ops?token={srv.token('city')}")
                 page.wait_for_selector("#conn.conn-online", timeout=20000)
-                page.wait_for_function("window.__ops && window.__ops.regionIds().length > 0",
+                page.wait_for_function("() => window.__ops && window.__ops.regionIds().length > 0",
                                        timeout=20000)
                 page.wait_for_timeout(1500)
                 save(page, f"ops-{tag}")

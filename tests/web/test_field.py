@@ -61,7 +61,7 @@ def test_offline_taps_queue_and_replay_with_their_times(server, open_page):
     o.context.set_offline(True)
     page.wait_for_selector("#conn.conn-offline", timeout=5000)
     page.locator("#next-step").tap()                      # 接单 respond
-    page.wait_for_function("document.querySelector('#next-step') && "
+    page.wait_for_function("() => document.querySelector('#next-step') && "
                            "document.querySelector('#next-step').dataset.action === 'depart' && "
                            "!document.querySelector('#next-step').disabled", timeout=3000)
     time.sleep(1.0)

@@ -129,7 +129,7 @@ def test_choosing_a_county_narrows_the_figures(server, open_page, history):
         page.select_option("#region", "331003")
     groups = resp.value.json()["groups"]
     page.wait_for_function(
-        f"document.querySelectorAll('#stats-table tbody tr').length === {len(groups)}",
+        f"() => document.querySelectorAll('#stats-table tbody tr').length === {len(groups)}",
         timeout=5000)
     keys = page.eval_on_selector_all("#stats-table tbody tr", "ns => ns.map(n => n.dataset.key)")
     assert keys == [g["key"] for g in groups]
