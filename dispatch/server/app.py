@@ -128,7 +128,10 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
             raise
         code = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}.get(
             e.status, "http_error")
-        return error_response(e.status, code, e.reason)
+        resp = error_response(e.status, code, e.reason)
+        if "Allow" in e.headers:  # RFC 9110 §15.5.6: a 405 names the methods it allows
+            resp.headers["Allow"] = e.headers["Allow"]
+        return resp
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return error_response(500, "internal_error", "internal error; it has been logged")
