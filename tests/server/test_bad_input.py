@@ -158,11 +158,3 @@ async def test_rate_limit_answers_429(tmp_path):
         await srv.session.close()
         await srv.runner.cleanup()
 
-
-async def test_method_not_allowed_names_the_allowed_methods(server):
-    """RFC 9110 §15.5.6: a 405 carries Allow (found by the schemathesis net)."""
-    async with server.session.delete(server.url + "/api/v1/events",
-                                     headers=server.auth("admin")) as r:
-        assert r.status == 405
-        assert (await r.json())["error"]["code"] == "method_not_allowed"
-        assert set(r.headers["Allow"].replace(" ", "").split(",")) >= {"GET", "POST"}
