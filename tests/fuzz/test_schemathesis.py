@@ -216,7 +216,8 @@ def test_stateful_links(api: Api) -> None:
 
 def test_405_names_the_allowed_methods(api: Api) -> None:
     """A method the document does not list → 405 with ``Allow`` (RFC 9110 §15.5.6; the
-    first thing this net found: the error middleware dropped it). HEAD goes with GET, listed or not."""
+    first thing this net found: the error middleware dropped it). HEAD goes with GET,
+    listed or not."""
     for path, ops in DOCUMENT["paths"].items():
         if "{" in path or path == "/ws":
             continue
