@@ -17,10 +17,10 @@ import aiohttp
 import pytest
 
 from tests.redis_fixture import (
-    REDIS_SERVER,
     RedisServer,
     free_port,
     redis_server,  # noqa: F401  (a fixture)
+    require_redis,
 )
 from tests.server.conftest import TOKENS, intake_body, write_config
 
@@ -111,8 +111,7 @@ class Cluster:
 @pytest.fixture
 def cluster_factory(tmp_path: Path) -> Iterator[Any]:
     """``make(appendonly=False, appendfsync="everysec", lease_s=1.0, **config sections)``."""
-    if REDIS_SERVER is None:
-        pytest.skip("redis-server is not installed (tests/run.sh installs it with apt-get)")
+    require_redis()  # skips, or fails under DISPATCH_REQUIRE
     made: list[Cluster] = []
 
     def make(appendonly: bool = False, appendfsync: str = "everysec", lease_s: float = 1.0,

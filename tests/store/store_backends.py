@@ -8,8 +8,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from dispatch.store.memory import MemoryStore
 from dispatch.store.sqlite import SqliteStore
 
@@ -17,10 +15,9 @@ from dispatch.store.sqlite import SqliteStore
 def _redis(tmp: Path) -> Any:
     """A RedisStore on the session's own redis-server, one key tag per test directory."""
     from dispatch.store.redis import RedisStore
-    from tests.redis_fixture import REDIS_SERVER, session_redis, stop_session_redis
+    from tests.redis_fixture import require_redis, session_redis, stop_session_redis
 
-    if REDIS_SERVER is None:
-        pytest.skip("redis-server is not installed (tests/run.sh installs it with apt-get)")
+    require_redis()  # skips, or fails under DISPATCH_REQUIRE
     srv = session_redis(tmp.parent)
     atexit.register(stop_session_redis)
     tag = "t" + hashlib.sha1(str(tmp).encode()).hexdigest()[:12]

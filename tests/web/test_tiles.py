@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.web.conftest import LiveServer, chromium_missing, start_server, stop_server
+from tests.web.conftest import LiveServer, require_chromium, start_server, stop_server
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -18,8 +18,7 @@ TILES = {"url": "/static/vendor/leaflet/images/layers.png?{z}/{x}/{y}",
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    if chromium_missing():
-        pytest.skip("chromium is not installed")
+    require_chromium()  # skips, or fails under DISPATCH_REQUIRE
     srv = start_server(tmp_path_factory.mktemp("tiles"),
                        ui={"tiles": TILES, "center": [121.2, 28.75], "zoom": 9})
     yield srv
