@@ -1,10 +1,11 @@
-"""A reference driver for the recovery tests: engine + SqliteStore + table routing.
+"""A load generator for the SIGKILL recovery test: engine + SqliteStore + table routing.
 
 ``python loadgen_proc.py DB N [--clock T] [--mode load|one]``: rebuilds the engine from the
-journal, fires what is due at the clock (start-up), then (load) creates N events with up to
-64 in flight, printing each event id once its record is committed (the answer), or (one)
-creates one event. Every line is flushed, so a test can SIGKILL it mid-way and compare.
-Lines: ``ANSWERED <id>``, ``FIRED <action> <event> <stage>``, ``READY <last_seq>``.
+journal, then (load) creates N events with up to 64 in flight, printing each event id once
+its record is committed (the answer), or (one) creates one event. Every line is flushed, so a
+test can SIGKILL it mid-way and compare. Lines: ``READY <last_seq>``, ``ANSWERED <id>``.
+It fires no deadlines: start-up firing is ``Runtime``'s and is tested on ``Runtime`` itself
+(tests/server/test_runtime_timers.py).
 """
 
 from __future__ import annotations
@@ -47,10 +48,6 @@ async def main() -> None:
         for r in batch:
             engine.apply(r)
         after = batch[-1].seq
-    fired = engine.fire_due(a.clock)
-    await store.append(fired.records)
-    for r in fired.records:
-        print("FIRED", r.action, r.event_id, (r.extra or {}).get("stage"), flush=True)
     print("READY", engine.last_seq, flush=True)
     n = 1 if a.mode == "one" else a.n
     sem = asyncio.Semaphore(64)
