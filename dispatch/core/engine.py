@@ -130,7 +130,8 @@ class Engine:
     def _live(self, event_id: str, stage: str, kind: str) -> bool:
         ev = self._events.get(event_id)
         return (ev is not None and ev["status"] in lc.OPEN_STATUSES
-                and ev[STAGE_DONE[stage]] is None and f"{stage}:{kind}" not in ev["fired"]
+                and ev[STAGE_DONE[stage]] is None and ev["deadlines"].get(stage) is not None
+                and f"{stage}:{kind}" not in ev["fired"]
                 and (kind == "breach" or f"{stage}:breach" not in ev["fired"]))
 
     # -- commands ---------------------------------------------------------------------------
@@ -475,13 +476,24 @@ class Engine:
             self._open[eid] = None
             if ev.get("unit"):
                 self._busy[ev["unit"]] = eid
-            if ev.get("dispatched_at") is not None and (
-                    old is None or old.get("dispatched_at") != ev["dispatched_at"]
-                    or old.get("deadlines") != ev["deadlines"]):
+            if ev.get("dispatched_at") is None:  # not dispatched (again, after a rollback)
+                self._book.clear(eid)
+            elif (old is None or old.get("dispatched_at") != ev["dispatched_at"]
+                  or old.get("deadlines") != ev["deadlines"] or _revived(old, ev)):
                 self._book.set(eid, _entries(ev))
         else:
             self._open.pop(eid, None)
             self._book.clear(eid)
+
+
+def _revived(old: dict[str, Any], ev: dict[str, Any]) -> bool:
+    """Whether a stage done or fired in ``old`` is live again in ``ev`` (a reassign in the
+    same instant as the dispatch keeps ``dispatched_at`` and the deadlines but restarts the
+    stages; their entries may already be gone from the book)."""
+    return (len(ev["fired"]) < len(old.get("fired", ()))
+            or (old.get("responded_at") is not None and ev["responded_at"] is None)
+            or (old.get("departed_at") is not None and ev["departed_at"] is None)
+            or (old.get("arrived_at") is not None and ev["arrived_at"] is None))
 
 
 def _entries(ev: dict[str, Any]) -> list[tuple[float, str, str]]:

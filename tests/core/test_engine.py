@@ -300,3 +300,45 @@ def test_rollback_forgets_the_callers_keys(scenario: Scenario) -> None:
     again = eng.create(scenario.fields(T1, caller="aaaa", external_id="R"), "op", scenario.t0,
                        idempotency_key="RK")
     assert again.created
+
+
+def test_a_refused_first_dispatch_loses_no_other_events_deadline(scenario: Scenario) -> None:
+    """The store refuses the reassign that first dispatched an event: its deadlines must go
+    with it, and the next ``fire_due`` must still fire every other event's due deadlines
+    (it used to raise TypeError on the stale entry after popping them all)."""
+    eng = scenario.engine
+    new = scenario.create(T3)["id"]  # no team anywhere: status new
+    seq = eng.last_seq
+    eng.act(new, "reassign", "op-1", scenario.clock.now(), team="team-t1")
+    eng.rollback(seq)
+    assert eng.get(new)["dispatched_at"] is None and eng.next_due() is None
+    scenario.clock.advance(1)  # the other event's clocks start after the refused ones
+    other = scenario.create(T1)["id"]
+    fired = scenario.at(1000)
+    assert {r.event_id for r in fired} == {other}
+    assert [(r.extra or {}).get("stage") for r in fired if r.action == "breached"] == [
+        "respond", "depart", "arrive"]
+    assert eng.next_due() is None
+    # dispatching it for real later starts its clocks as usual
+    out = scenario.act(new, "reassign", team="team-t1")
+    assert out.event is not None and eng.next_due() == out.event["warn_at"]["respond"]
+
+
+def test_a_reassign_in_the_instant_of_dispatch_restarts_every_stage(
+        scenario: Scenario) -> None:
+    """Respond and depart, then reassign at the same instant as the dispatch (equal
+    ``dispatched_at`` and deadlines): the done stages are live again, so their deadlines
+    must come back, as they do for an engine replaying the journal."""
+    eng = scenario.engine
+    ev = scenario.create(T1)
+    scenario.act(ev["id"], "respond")
+    scenario.act(ev["id"], "depart")
+    assert eng.next_due() == ev["warn_at"]["arrive"]  # drops the done stages' entries
+    scenario.act(ev["id"], "reassign", team="team-t1")
+    fresh = Engine(scenario.policy, scenario.routing)
+    for r in scenario.records:
+        fresh.apply(r)
+    assert eng.next_due() == fresh.next_due() == ev["warn_at"]["respond"]
+    fired = scenario.at(900)
+    assert [(r.extra or {}).get("stage") for r in fired if r.action == "breached"] == [
+        "respond", "depart", "arrive"]
