@@ -57,6 +57,10 @@ def test_offline_taps_queue_and_replay_with_their_times(server, open_page):
     tok = server.field_token(ev["unit"])
     o = open_page("/field", tok, viewport=PHONE, has_touch=True, is_mobile=True)
     page = o.page
+    # Every POST of an action this page makes (sent, or refused by the offline network).
+    sent: list[str] = []
+    page.on("request", lambda r: sent.append(r.url.rsplit("/", 1)[1])
+            if r.method == "POST" and f"/events/{ev['id']}/" in r.url else None)
     field_ready(page)
     o.context.set_offline(True)
     page.wait_for_selector("#conn.conn-offline", timeout=5000)
@@ -64,19 +68,22 @@ def test_offline_taps_queue_and_replay_with_their_times(server, open_page):
     page.wait_for_function("() => document.querySelector('#next-step') && "
                            "document.querySelector('#next-step').dataset.action === 'depart' && "
                            "!document.querySelector('#next-step').disabled", timeout=3000)
+    # Pacing, not a wait for something: the two taps get times a second apart, so the
+    # replay below can show that each kept its own time (not the time it was sent).
     time.sleep(1.0)
     page.locator("#next-step").tap()                      # 出发 depart
     page.wait_for_selector('#pending-bar[data-count="2"]', timeout=3000)
     assert "2" in page.locator("#pending-count").inner_text()
     queued = json.loads(page.evaluate(f"localStorage.getItem('tzd.field.queue.{ev['unit']}')"))
     assert [q["action"] for q in queued] == ["respond", "depart"]
-    # Nothing has reached the server yet.
-    time.sleep(1.0)
+    # Nothing has reached the server yet. That nothing was even tried while offline is shown
+    # below by the page's requests: the replay (the marker) is all of them, one POST a tap.
     assert server.get(f"/api/v1/events/{ev['id']}")["status"] == "dispatched"
     o.context.set_offline(False)
     wait_until(lambda: server.get(f"/api/v1/events/{ev['id']}")["status"] == "departed",
                timeout=15, what="the queued taps to reach the server")
     page.wait_for_selector("#pending-bar.hidden", state="attached", timeout=5000)
+    assert sent == ["respond", "depart"], sent
     full = server.get(f"/api/v1/events/{ev['id']}")
     got = {x["action"]: x["at"] for x in full["timeline"]
            if x["action"] in ("responded", "departed")}
@@ -120,8 +127,10 @@ def test_position_is_shared_and_throttled(server, open_page):
     o = open_page("/field", tok, viewport=PHONE, has_touch=True, is_mobile=True,
                   geolocation=here, permissions=["geolocation"])
     page = o.page
-    puts: list[float] = []
-    page.on("request", lambda r: puts.append(time.monotonic())
+    # (when the browser sent it, in s; longitude sent): Playwright hands events over late.
+    puts: list[tuple[float, float]] = []
+    page.on("requestfinished", lambda r: puts.append((r.timing["startTime"] / 1000,
+                                                      r.post_data_json["lon"]))
             if r.method == "PUT" and r.url.endswith(f"/units/{unit}/position") else None)
     field_ready(page)
 
@@ -132,14 +141,22 @@ def test_position_is_shared_and_throttled(server, open_page):
 
     u = wait_until(reported, timeout=10, what="the first position")
     assert abs(u["lon"] - here["longitude"]) < 1e-6 and abs(u["lat"] - here["latitude"]) < 1e-6
-    # Moving around: many fixes, at most one PUT per 10 s.
-    for k in range(5):
-        o.context.set_geolocation({"longitude": 121.07 + 0.001 * (k + 1), "latitude": 28.58})
-        time.sleep(0.4)
-    time.sleep(1.0)
-    assert puts, "no position was sent"
-    gaps = [b - a for a, b in zip(puts, puts[1:], strict=False)]
-    assert all(g >= 9.5 for g in gaps), gaps
+    # Moving around: many fixes, at most one PUT per 10 s, and the latest fix wins. The
+    # sleeps only pace the fixes (a stream over two seconds, like a moving phone). That
+    # nothing went in between is shown by the marker: the next PUT, which carries the last fix.
+    # (Playwright hands events over only inside its own calls: expect_*, not a poll.)
+    last = 121.07 + 0.001 * 5
+    position = f"/units/{unit}/position"
+    with page.expect_request_finished(lambda r: r.method == "PUT" and r.url.endswith(position)
+                                      and r.post_data_json["lon"] == pytest.approx(last),
+                                      timeout=15000):
+        for k in range(5):
+            o.context.set_geolocation({"longitude": 121.07 + 0.001 * (k + 1),
+                                       "latitude": 28.58})
+            time.sleep(0.4)
+    assert len(puts) >= 2 and puts[-1][1] == pytest.approx(last), puts
+    gaps = [b[0] - a[0] for a, b in zip(puts, puts[1:], strict=False)]
+    assert all(g >= 9.5 for g in gaps), (gaps, puts)
     assert "位置共享中" in page.locator("#position-status").inner_text()
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import pytest
@@ -117,7 +116,6 @@ def test_exports_open_with_openpyxl_and_have_chinese_headers(server, open_page, 
     text = csv_path.read_bytes().decode("utf-8-sig")
     assert "事件数" in text.splitlines()[0]
     assert len([ln for ln in text.splitlines() if ln.strip()]) - 1 == n_rows
-    time.sleep(0.2)
 
 
 def test_choosing_a_county_narrows_the_figures(server, open_page, history):
