@@ -113,6 +113,16 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
     assert "Traceback" not in log.read_text(errors="replace"), log.read_text()[-4000:]
 
 
+def _well_formed_intake(case: Any) -> st.SearchStrategy[Any]:
+    """An intake that makes an event (in county A or B), so links reach real state."""
+    def well_formed(point: tuple[float, float]) -> Any:
+        case.body = {"location": {"lon": point[0], "lat": point[1]},
+                     "category": "street_vending", "description": "网测试"}
+        return case
+
+    return st.sampled_from([POINT_A, POINT_B]).map(well_formed)
+
+
 def _pointed(case: Any, api: Api) -> st.SearchStrategy[Any]:
     """Known ids and points now and then, so generated requests reach real state."""
     op = case.operation.path
@@ -133,13 +143,7 @@ def _pointed(case: Any, api: Api) -> st.SearchStrategy[Any]:
             return case
 
         strategies.append(st.sampled_from([POINT_A, POINT_B]).map(located))
-
-        def well_formed(point: tuple[float, float]) -> Any:  # so links reach a real event
-            case.body = {"location": {"lon": point[0], "lat": point[1]},
-                         "category": "street_vending", "description": "网测试"}
-            return case
-
-        strategies.append(st.sampled_from([POINT_A, POINT_B]).map(well_formed))
+        strategies.append(_well_formed_intake(case))
     if op.endswith("/{action}") and isinstance(body, dict):
         def target(kv: tuple[str, str]) -> Any:
             case.body = {**body, kv[0]: kv[1]}
@@ -200,6 +204,8 @@ def test_stateful_links(api: Api) -> None:
 
     @schema.hook
     def flatmap_case(context: Any, case: Any) -> st.SearchStrategy[Any]:
+        if case.operation.path == "/api/v1/events" and case.method.upper() == "POST":
+            return _well_formed_intake(case)  # every intake makes an event the links follow
         return _pointed(case, api)
 
     seen: list[tuple[str, int]] = []
