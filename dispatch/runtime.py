@@ -95,6 +95,12 @@ class Runtime:
         self.healthy = True
         self.fired_total: dict[str, int] = {}
 
+    @property
+    def view(self) -> Engine:
+        """The committed read model (interface 2): ``get``, ``events``, ``open_events``,
+        ``busy_units``, ``last_seq``. For now the engine itself."""
+        return self.engine
+
     def subscribe(self, listener: Listener) -> Callable[[], None]:
         """Call ``listener(records)`` after each durable change; returns an unsubscribe."""
         self.listeners.append(listener)
