@@ -14,9 +14,14 @@ from typing import Any
 
 from dispatch.core.errors import IllegalTransitionError
 
+# Status and stage names are defined here and nowhere else (issue 12): import them.
+# Every status, in lifecycle order.
 STATUSES = ("new", "dispatched", "responded", "departed", "arrived", "resolved", "cancelled")
 OPEN_STATUSES = frozenset(("new", "dispatched", "responded", "departed", "arrived"))
 TERMINAL_STATUSES = frozenset(("resolved", "cancelled"))
+# The timer stages in order (contract §5: 1/3/15), and the event field that marks each done.
+STAGES = ("respond", "depart", "arrive")
+STAGE_DONE = {"respond": "responded_at", "depart": "departed_at", "arrive": "arrived_at"}
 ACTIONS = ("respond", "depart", "arrive", "resolve", "cancel", "escalate", "reassign")
 TIERS = ("township", "county", "city")
 
@@ -33,7 +38,7 @@ STEP_FIELD = {
     "resolve": "resolved_at", "cancel": "cancelled_at",
 }
 # The timer stage a progress action completes (contract §5).
-STAGE_OF = {"respond": "respond", "depart": "depart", "arrive": "arrive"}
+STAGE_OF = {stage: stage for stage in STAGES}
 
 TRANSITIONS: dict[tuple[str, str], str] = {
     # new: routing found no team; an operator assigns one by reassigning.

@@ -19,11 +19,10 @@ from typing import Any
 
 import orjson
 
+from dispatch.core.lifecycle import OPEN_STATUSES, STAGE_DONE, STAGES
+
 log = logging.getLogger("dispatch.render")
 
-STAGES = ("respond", "depart", "arrive")
-STAGE_DONE = {"respond": "responded_at", "depart": "departed_at", "arrive": "arrived_at"}
-OPEN = ("new", "dispatched", "responded", "departed", "arrived")
 TIME_KEYS = ("created_at", "dispatched_at", "responded_at", "departed_at", "arrived_at",
              "resolved_at", "cancelled_at", "updated_at", "reported_at")
 PUBLIC_KEYS = ("id", "status", "tier", "category", "description", "source", "priority",
@@ -109,9 +108,15 @@ def plain(v: Any, depth: int = 0) -> Any:
     return None
 
 
+def _is_open(ev: dict[str, Any]) -> bool:
+    # a stored status may be anything (a list is unhashable): only a string can be open
+    status = ev.get("status")
+    return isinstance(status, str) and status in OPEN_STATUSES
+
+
 def next_deadline(ev: dict[str, Any]) -> tuple[str, float] | None:
     """The first stage not yet done while the event is open, with its deadline."""
-    if ev.get("status") not in OPEN:
+    if not _is_open(ev):
         return None
     deadlines = _dict(ev.get("deadlines"))
     if not deadlines:
@@ -125,7 +130,7 @@ def next_deadline(ev: dict[str, Any]) -> tuple[str, float] | None:
 
 def timer_state(ev: dict[str, Any], warn_at: float | None, now: float) -> str:
     """on_time | warning | breached | escalated | closed, as the map colours it."""
-    if not isinstance(ev, dict) or ev.get("status") not in OPEN:
+    if not isinstance(ev, dict) or not _is_open(ev):
         return "closed"
     if ev.get("escalations"):
         return "escalated"

@@ -13,8 +13,8 @@ from collections.abc import Callable, Iterable
 from datetime import datetime, tzinfo
 from typing import Any
 
-STAGES = ("respond", "depart", "arrive")
-DONE = {"respond": "responded_at", "depart": "departed_at", "arrive": "arrived_at"}
+from dispatch.core.lifecycle import STAGE_DONE, STAGES
+
 GROUPS = ("township", "team", "category", "day", "county", "zone")
 
 
@@ -33,7 +33,7 @@ def stage_outcome(ev: dict[str, Any], stage: str, now: float) -> tuple[bool, flo
     due = (ev.get("deadlines") or {}).get(stage)
     if start is None or due is None:
         return None
-    done = ev.get(DONE[stage])
+    done = ev.get(STAGE_DONE[stage])
     if done is not None:
         return done <= due, max(0.0, done - start)
     if now >= due:
