@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from dispatch.core.records import GENESIS, Record, compute_hash
+from dispatch.core.records import GENESIS, Record, chain_break, verify_chain
 from dispatch.store.redis_keys import REDIS_SCHEMES
 
 Result = tuple[bool, str, int | None]
@@ -49,25 +49,10 @@ async def verify_store(store: Any) -> Result:
 
 
 def _verify_records(records: list[Record]) -> Result:
-    prev, expect = GENESIS, 1
-    for r in records:
-        bad = _check(r.seq, expect, r.prev_hash, prev, compute_hash(r, r.prev_hash), r.hash)
-        if bad:
-            return False, bad, expect
-        prev, expect = r.hash, expect + 1
-    return True, f"OK: {expect - 1} records, chain intact", None
-
-
-def _check(seq: int, expect: int, prev_hash: str, prev: str, actual: str,
-           stored: str) -> str | None:
-    if seq != expect:
-        what = "is missing" if seq > expect else "is out of order"
-        return f"record {expect} {what} (found record {seq} in its place)"
-    if actual != stored:
-        return f"record {expect} was altered (its content does not match its hash)"
-    if prev_hash != prev:
-        return f"record {expect} does not link to record {expect - 1} (removed or reordered)"
-    return None
+    bad = verify_chain(records)
+    if bad is not None:
+        return False, bad[1], bad[0]
+    return True, f"OK: {len(records)} records, chain intact", None
 
 
 def _verify_sqlite(path: str) -> Result:
@@ -95,7 +80,7 @@ def _scan(path: str) -> Result:
                               f"record {seq})", expect
             raw = data.encode() if isinstance(data, str) else bytes(data)
             actual = hashlib.sha256(raw).hexdigest()
-            bad = _check(seq, expect, prev_hash, prev, actual, stored)
+            bad = chain_break(seq, expect, prev_hash, prev, actual, stored)
             if bad:
                 return False, bad, expect
             prev, expect = stored, expect + 1

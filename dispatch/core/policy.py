@@ -47,7 +47,6 @@ class Policy:
     categories: dict[str, Category] = field(default_factory=dict)
     zones: dict[str, dict[str, Any]] = field(default_factory=dict)
     max_skew_s: float = 30.0
-    default_priority: int = 2
 
     def __post_init__(self) -> None:
         self._cache: dict[tuple[str, str | None], TimerWindows] = {}

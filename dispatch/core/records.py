@@ -167,6 +167,24 @@ def chain(records: Iterable[Record], prev_hash: str = GENESIS) -> list[Record]:
     return [r for r, _ in chain_encoded(records, prev_hash)]
 
 
+def chain_break(seq: int, expect: int, prev_hash: str, prev: str, actual: str,
+                stored: str) -> str | None:
+    """Why one record breaks the chain, or None: the single rule every chain check uses.
+
+    ``seq``/``prev_hash``/``stored`` are what the record says (its number, the hash it links
+    to, its stored hash); ``expect``/``prev`` what the chain needs there; ``actual`` the
+    SHA-256 of the record's content as stored.
+    """
+    if seq != expect:
+        what = "is missing" if seq > expect else "is out of order"
+        return f"record {expect} {what} (found record {seq} in its place)"
+    if actual != stored:
+        return f"record {expect} was altered (its content does not match its hash)"
+    if prev_hash != prev:
+        return f"record {expect} does not link to the record before it (removed or reordered)"
+    return None
+
+
 def verify_chain(records: Iterable[Record], prev_hash: str = GENESIS,
                  start_seq: int = 1) -> tuple[int, str] | None:
     """None if the records form an unbroken chain from ``start_seq``; else (bad seq, reason).
@@ -175,14 +193,10 @@ def verify_chain(records: Iterable[Record], prev_hash: str = GENESIS,
     """
     expect = start_seq
     for r in records:
-        if r.seq != expect:
-            if r.seq > expect:
-                return expect, f"record {expect} is missing (found {r.seq} in its place)"
-            return expect, f"record {expect} is out of order (found {r.seq} in its place)"
-        if r.prev_hash != prev_hash:
-            return expect, f"record {expect} does not link to the record before it"
-        if compute_hash(r, prev_hash) != r.hash:
-            return expect, f"record {expect} was altered (its hash does not match its content)"
+        bad = chain_break(r.seq, expect, r.prev_hash, prev_hash, compute_hash(r, r.prev_hash),
+                          r.hash)
+        if bad is not None:
+            return expect, bad
         prev_hash = r.hash
         expect += 1
     return None

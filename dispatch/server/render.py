@@ -243,14 +243,6 @@ class Renderer:
         return out
 
 
-def event_summary(ev: dict[str, Any], tz: tzinfo, now: float,
-                  warn_fraction: float = 0.2) -> dict[str, Any]:
-    """An event without its timeline, for lists."""
-    out = event_json(ev, tz, now, warn_fraction)
-    out.pop("timeline", None)
-    return out
-
-
 def unit_json(dataset: Any, units: Any, busy: Mapping[str, str], unit_id: str, now: float,
               tz: tzinfo) -> dict[str, Any]:
     """A unit with its position (reported, stale or base) and availability.
