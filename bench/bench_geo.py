@@ -22,6 +22,7 @@ import numpy as np
 import shapely
 
 from bench import report
+from bench.vector_router import VectorRouter
 from geo import DEMO_DIR
 from geo.areas import areas_m2
 from geo.loader import load_dataset
@@ -77,7 +78,7 @@ def time_points(ds: GeoDataset, router: Router, units: UnitIndex, n: int,
         units.update_position(ids[k], float(xs[k % n]), float(ys[k % n]),
                               NOW - float(rng.uniform(0, 600)))
     busy = frozenset(ids[k] for k in rng.choice(len(ids), len(ids) // 10, replace=False))
-    gtree = router._levels["grid"].tree
+    gtree = router.levels["grid"].tree
     pts = list(zip(xs.tolist(), ys.tolist(), strict=True))
     gc.collect()
     gc.freeze()
@@ -109,14 +110,15 @@ def per_point(ds: GeoDataset, n: int, rng: np.random.Generator) -> dict:
 
 def batch(ds: GeoDataset, n: int, rng: np.random.Generator) -> dict:
     router = Router(ds)
+    vector = VectorRouter(router)
     xs, ys = _inside(ds.regions[ds.city_id].geometry, n, rng)
     tb = time.perf_counter()
-    router.locate_many(xs[:1000], ys[:1000])  # builds the lookup raster once
+    vector.locate_many(xs[:1000], ys[:1000])  # builds the lookup raster once
     build = time.perf_counter() - tb
     t0 = time.perf_counter()
-    res = router.locate_many(xs, ys)
+    res = vector.locate_many(xs, ys)
     t1 = time.perf_counter()
-    router._levels["grid"].tree.query(shapely.points(xs, ys), predicate="intersects")
+    router.levels["grid"].tree.query(shapely.points(xs, ys), predicate="intersects")
     t2 = time.perf_counter()
     assert (res.team >= 0).all()
     return {"rate": n / (t1 - t0), "bare": n / (t2 - t1), "n": n, "build": build}
@@ -299,7 +301,8 @@ def render(rows: list[tuple[str, str, str]], quick: bool) -> str:
            "`UnitIndex.recommend` (a third of the units have reported positions, some stale; "
            "10% busy), timed with `perf_counter_ns` per point after `gc.freeze()` of the "
            "loaded data; the bare baseline is `STRtree.query(Point, predicate='intersects')` "
-           "on the grid-cell tree for the same point. Batch = `Router.locate_many`: a "
+           "on the grid-cell tree for the same point. Batch = `VectorRouter.locate_many` "
+           "(bench/vector_router.py, bench-only): a "
            "lookup raster (cells a sixth of a typical grid cell, built on first use) answers "
            "points whose raster cell lies inside one grid cell and touches no zone; the rest "
            "(borders, zones, coast) take the exact path (vectorised bounding-box query + "

@@ -6,14 +6,15 @@ descending, then area, then id; regions by id), and prepared geometries. A point
 bounding-box query plus a prepared ``intersects_xy`` (boundaries inclusive) on the few
 candidates, and the *smallest index* among the hits is the winner. Each region's team and its
 fallback chain (not empowered → county brigade → city detachment) is resolved once, so
-``locate`` only assembles the answer and its explanation.
+``locate`` only assembles the answer and its explanation. (A vectorised batch router for the
+benchmarks lives in ``bench/vector_router.py``, built on ``Router.levels``/``zone_level``.)
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import shapely
@@ -61,22 +62,14 @@ class Route:
     explanation: dict[str, Any]
 
 
-class BatchRoutes(NamedTuple):
-    """``locate_many`` result: per point, indices into the router's id tuples (-1 = none)."""
-
-    team: np.ndarray       # into router.team_ids; -1 outside the jurisdiction
-    zone: np.ndarray       # into router.zone_ids
-    grid: np.ndarray       # into router.level_ids["grid"]
-    township: np.ndarray   # into router.level_ids["township"]
-    county: np.ndarray     # into router.level_ids["county"]
-    snapped_m: np.ndarray  # float, NaN where not snapped
-
-
 def _step(en: str, zh: str) -> tuple[str, str]:
     return (en, zh)
 
 
-class _Level:
+class Level:
+    """One level's geometries in tie-break order: ``ids[i]`` is ``geoms[i]``, ``tree`` is
+    their STRtree (prepared), ``index`` maps id → position. Read-only once built."""
+
     __slots__ = ("ids", "geoms", "tree", "index")
 
     def __init__(self, ids: list[str], geoms: list[Any]) -> None:
@@ -107,24 +100,6 @@ class _Level:
             return self.tree.query(pt[0])
         return raw.query(pt, 0)[1]
 
-    def first_many(self, pts: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
-        """Vectorised: per point, the smallest covering index, or -1."""
-        out = np.full(len(pts), -1, dtype=np.int64)
-        if len(self.ids) == 0 or len(pts) == 0:
-            return out
-        inp, tr = self.tree.query(pts)
-        ok = shapely.intersects_xy(self.geoms[tr], xs[inp], ys[inp])
-        inp, tr = inp[ok], tr[ok]
-        if len(inp) == 0:
-            return out
-        order = np.lexsort((tr, inp))
-        inp, tr = inp[order], tr[order]
-        first = np.empty(len(inp), dtype=bool)
-        first[0] = True
-        np.not_equal(inp[1:], inp[:-1], out=first[1:])
-        out[inp[first]] = tr[first]
-        return out
-
 
 class Router:
     """Routes points by contract §2; build once per data set (immutable, thread-safe)."""
@@ -132,41 +107,23 @@ class Router:
     def __init__(self, dataset: GeoDataset, snap_m: float = 2000.0) -> None:
         self.dataset = ds = dataset
         self.snap_m = float(snap_m)
-        self.level_ids: dict[str, tuple[str, ...]] = {}
-        self._levels: dict[str, _Level] = {}
+        # per region level (grid, township, county, city) its regions by id; zones by priority
+        self.levels: dict[str, Level] = {}
         for lv in ("grid", "township", "county", "city"):
             rs = sorted((r for r in ds.regions.values() if r.level == lv), key=lambda r: r.id)
-            self._levels[lv] = _Level([r.id for r in rs], [r.geometry for r in rs])
-            self.level_ids[lv] = self._levels[lv].ids
+            self.levels[lv] = Level([r.id for r in rs], [r.geometry for r in rs])
         zs = sorted(ds.zones.values(), key=lambda z: (-z.priority, z.area_m2, z.id))
-        self._zones = _Level([z.id for z in zs], [z.geometry for z in zs])
-        self.zone_ids = self._zones.ids
-        self.team_ids: tuple[str, ...] = tuple(sorted(ds.teams))
-        self._team_index = {t: i for i, t in enumerate(self.team_ids)}
+        self.zone_level = Level([z.id for z in zs], [z.geometry for z in zs])
         self._resolved: dict[str, tuple[str | None, list[str], list[tuple[str, str]]]] = {}
         for rid in ds.regions:
             self._resolved[rid] = self._resolve(rid)
-        self._raster: tuple[np.ndarray, float, float, float, int, int] | None = None
         self._where_cache: dict[str, tuple[list[str], dict[str, str], tuple[str, str]]] = {}
         self._zone_step = {z.id: self._zone_text(z.id) for z in zs}
-        # vectorised lookups for locate_many: per level index → team index / parents
-        self._team_of = {lv: np.array([self._tix(self._resolved[r][0]) for r in ids], np.int64)
-                         for lv, ids in self.level_ids.items()}
-        self._zone_team = np.array([self._tix(ds.zones[z].team) for z in self.zone_ids],
-                                   np.int64)
-        self._up = {lv: np.array([self._ix(ds.ancestor(r, "township"), "township")
-                                  for r in self.level_ids[lv]] or [], np.int64)
-                    for lv in ("grid",)}
-        self._county_of = {lv: np.array([self._ix(ds.county_of(r), "county")
-                                         for r in self.level_ids[lv]] or [], np.int64)
-                           for lv in ("grid", "township")}
 
     # -- static resolution ------------------------------------------------------------------
-    def _tix(self, team: str | None) -> int:
-        return self._team_index.get(team, -1) if team else -1
-
-    def _ix(self, rid: str | None, level: str) -> int:
-        return self._levels[level].index.get(rid, -1) if rid else -1
+    def region_team(self, rid: str) -> str | None:
+        """The team that serves region ``rid`` after the fallbacks (grids: their township's)."""
+        return self._resolved[rid][0]
 
     def _name(self, rid: str) -> str:
         r = self.dataset.regions.get(rid)
@@ -240,15 +197,15 @@ class Router:
     def _find_region(self, pt: Any, x: float, y: float) -> tuple[str | None, list[str]]:
         """The most specific region covering the point (and its tied siblings)."""
         for lv in ("grid", "township", "county", "city"):
-            hits = self._levels[lv].hits(pt, x, y)
+            hits = self.levels[lv].hits(pt, x, y)
             if hits:
-                ids = self._levels[lv].ids
+                ids = self.levels[lv].ids
                 return lv, [ids[i] for i in hits]
         return None, []
 
     def nearest_township(self, lon: float, lat: float) -> tuple[str | None, float]:
         """The township nearest to a point (metres; ties → smallest id)."""
-        lvl = self._levels["township"]
+        lvl = self.levels["township"]
         if not lvl.ids:
             return None, math.inf
         pt = shapely.Point(lon, lat)
@@ -268,7 +225,7 @@ class Router:
         """
         x, y = validate(lon, lat)
         pt = shapely.points(np.array(((x, y),)))  # a 1-element array, as the tree wants
-        zhits = self._zones.hits(pt, x, y) if self._zones.ids else []
+        zhits = self.zone_level.hits(pt, x, y) if self.zone_level.ids else []
         level, ties = self._find_region(pt, x, y)
         steps: list[dict[str, str]] = []
         snapped = None
@@ -301,12 +258,12 @@ class Router:
                                     f"{rid}",
                               "zh": f"位于 {'、'.join(ties)} 的公共边界 → 取编号最小的 {rid}"})
         if zhits:
-            zid = self._zones.ids[zhits[0]]
+            zid = self.zone_level.ids[zhits[0]]
             z = ds.zones[zid]
             team = z.team
             expl["rule"] = "zone"
             expl["zone"] = zid
-            expl["zones"] = [{"id": (zz := ds.zones[self._zones.ids[i]]).id, "name": zz.name,
+            expl["zones"] = [{"id": (zz := ds.zones[self.zone_level.ids[i]]).id, "name": zz.name,
                               "priority": zz.priority, "area_m2": round(zz.area_m2, 1)}
                              for i in zhits]
             if len(zhits) > 1:
@@ -327,114 +284,3 @@ class Router:
                      township=by_level.get("township"), county=by_level.get("county"),
                      city=by_level.get("city") or (ds.city_id if path else None),
                      zone=expl["zone"], snapped_m=snapped, explanation=expl)
-
-    def locate_many(self, lons: Any, lats: Any, workers: int = 1) -> BatchRoutes:
-        """Vectorised ``locate`` for many WGS84 points (the batch benchmark, the oracle test).
-
-        Points that are invalid get team -1; points outside every region are snapped one by
-        one (rare). Ids: ``router.team_ids[team]``, ``router.level_ids["grid"][grid]``...
-        ``workers`` > 1 splits the points over threads (shapely releases the GIL).
-        """
-        xs = np.asarray(lons, dtype=float)
-        ys = np.asarray(lats, dtype=float)
-        if workers > 1 and len(xs) >= 20000:
-            from concurrent.futures import ThreadPoolExecutor
-
-            cuts = np.linspace(0, len(xs), workers + 1).astype(int)
-            with ThreadPoolExecutor(workers) as pool:
-                parts = list(pool.map(lambda ab: self._locate_many(xs[ab[0]:ab[1]],
-                                                                   ys[ab[0]:ab[1]]),
-                                      zip(cuts[:-1], cuts[1:], strict=True)))
-            return BatchRoutes(*(np.concatenate(col) for col in zip(*parts, strict=True)))
-        return self._locate_many(xs, ys)
-
-    def _raster_index(self) -> tuple[np.ndarray, float, float, float, int, int] | None:
-        """A lookup raster for ``locate_many``, built on first use.
-
-        A raster cell (expanded by 1e-9° against rounding) that touches exactly one grid cell,
-        lies inside it and touches no zone answers every point in it at once; any other
-        raster cell (borders, zones, coast) sends its points down the exact path.
-        """
-        if self._raster is not None or not self._levels["grid"].ids:
-            return self._raster or None
-        lvl = self._levels["grid"]
-        x0, y0, x1, y1 = shapely.total_bounds(lvl.geoms)
-        med = float(np.median(np.sqrt(shapely.area(lvl.geoms))))
-        h = max(med / 6, math.sqrt((x1 - x0) * (y1 - y0) / 4e6), 1e-6)
-        nx, ny = int((x1 - x0) / h) + 1, int((y1 - y0) / h) + 1
-        iy, ix = np.divmod(np.arange(nx * ny, dtype=np.int64), nx)
-        e = 1e-9
-        boxes = shapely.box(x0 + ix * h - e, y0 + iy * h - e, x0 + (ix + 1) * h + e,
-                            y0 + (iy + 1) * h + e)
-        inp, tr = lvl.tree.query(boxes, predicate="intersects")
-        count = np.bincount(inp, minlength=len(boxes))
-        owner = np.full(len(boxes), -1, np.int64)
-        owner[inp] = tr
-        single = np.flatnonzero(count == 1)
-        pure = np.zeros(len(boxes), dtype=bool)
-        pure[single] = shapely.covers(lvl.geoms[owner[single]], boxes[single])
-        if self._zones.ids:
-            zin, _ = self._zones.tree.query(boxes, predicate="intersects")
-            pure[zin] = False
-        self._raster = (np.where(pure, owner, -2), float(x0), float(y0), h, nx, ny)
-        return self._raster
-
-    def _locate_many(self, xs: np.ndarray, ys: np.ndarray) -> BatchRoutes:
-        n = len(xs)
-        ok = np.isfinite(xs) & np.isfinite(ys) & (np.abs(xs) <= 180) & (np.abs(ys) <= 90)
-        zone = np.full(n, -1, np.int64)
-        grid = np.full(n, -1, np.int64)
-        rz = self._raster_index()
-        if rz is not None:
-            table, rx0, ry0, h, nx, ny = rz
-            with np.errstate(invalid="ignore"):
-                fx = np.floor((xs - rx0) / h)
-                fy = np.floor((ys - ry0) / h)
-                inb = ok & (fx >= 0) & (fx < nx) & (fy >= 0) & (fy < ny)
-            cell = np.where(inb, fy * nx + fx, 0).astype(np.int64)
-            hit = np.where(inb, table[cell], -2)
-            fast = hit >= 0
-            grid[fast] = hit[fast]
-            slow = np.flatnonzero(~fast & ok)
-        else:
-            slow = np.flatnonzero(ok)
-        pts = np.empty(n, dtype=object)
-        pts[slow] = shapely.points(xs[slow], ys[slow])
-        zone[slow] = self._zones.first_many(pts[slow], xs[slow], ys[slow])
-        grid[slow] = self._levels["grid"].first_many(pts[slow], xs[slow], ys[slow])
-        town = np.full(n, -1, np.int64)
-        county = np.full(n, -1, np.int64)
-        team = np.full(n, -1, np.int64)
-        snapped = np.full(n, np.nan)
-        g = grid >= 0
-        town[g] = self._up["grid"][grid[g]]
-        county[g] = self._county_of["grid"][grid[g]]
-        team[g] = self._team_of["grid"][grid[g]]
-        rest = np.flatnonzero(~g & ok)
-        if len(rest):
-            t = self._levels["township"].first_many(pts[rest], xs[rest], ys[rest])
-            hit = t >= 0
-            town[rest[hit]] = t[hit]
-            county[rest[hit]] = self._county_of["township"][t[hit]]
-            team[rest[hit]] = self._team_of["township"][t[hit]]
-            rest = rest[~hit]
-        for lv in ("county", "city"):
-            if len(rest):
-                c = self._levels[lv].first_many(pts[rest], xs[rest], ys[rest])
-                hit = c >= 0
-                if lv == "county":
-                    county[rest[hit]] = c[hit]
-                team[rest[hit]] = self._team_of[lv][c[hit]]
-                rest = rest[~hit]
-        twx = self._levels["township"].index
-        for i in rest.tolist():
-            tw, dist = self.nearest_township(float(xs[i]), float(ys[i]))
-            if tw is not None and dist <= self.snap_m:
-                town[i] = twx[tw]
-                county[i] = self._county_of["township"][twx[tw]]
-                team[i] = self._team_of["township"][twx[tw]]
-                snapped[i] = dist
-        z = (zone >= 0) & ok
-        team[z] = self._zone_team[zone[z]]
-        team[~ok] = -1
-        return BatchRoutes(team, zone, grid, town, county, snapped)

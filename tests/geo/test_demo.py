@@ -113,24 +113,3 @@ def test_cli_locate(argv, code, needle, capsys):
     args = p.parse_args(argv)
     assert args.func(args) == code
     assert needle in capsys.readouterr().out
-
-
-def test_batch_raster_matches_exact_path(demo_ds):
-    import numpy as np
-
-    rng = np.random.default_rng(3)
-    x0, y0, x1, y1 = demo_ds.regions[demo_ds.city_id].geometry.bounds
-    xs, ys = rng.uniform(x0, x1, 20000), rng.uniform(y0, y1, 20000)
-    fast = Router(demo_ds).locate_many(xs, ys)
-    exact_router = Router(demo_ds)
-    exact_router._raster = False  # no raster: every point on the exact path
-    exact = exact_router.locate_many(xs, ys)
-    for f in ("team", "zone", "grid", "township", "county"):
-        assert (getattr(fast, f) == getattr(exact, f)).all(), f
-    for k in rng.choice(20000, 300, replace=False).tolist():
-        try:
-            r = exact_router.locate(float(xs[k]), float(ys[k]))
-        except Exception:
-            assert fast.team[k] == -1
-            continue
-        assert exact_router.team_ids[fast.team[k]] == r.team

@@ -2,7 +2,6 @@
 
 import math
 
-import numpy as np
 import pytest
 import toy
 from hypothesis import example, given, settings
@@ -170,30 +169,6 @@ def test_explanation_is_json_and_bilingual(router):
     r = router.locate(120.027, 28.037)
     json.dumps(r.explanation)
     assert all(set(s) == {"en", "zh"} for s in r.explanation["steps"])
-
-
-@settings(max_examples=20, deadline=None)
-@given(st.lists(anywhere | lattice, min_size=1, max_size=200))
-def test_locate_many_matches_locate(router, pts):
-    xs, ys = np.array([p[0] for p in pts]), np.array([p[1] for p in pts])
-    b = router.locate_many(xs, ys)
-    for k, (x, y) in enumerate(pts):
-        got = _route(router, x, y)
-        if got[0] == "outside":
-            assert b.team[k] == -1
-            continue
-        team, zone, grid, town, county, snapped = got
-        assert router.team_ids[b.team[k]] == team
-        assert (router.zone_ids[b.zone[k]] if b.zone[k] >= 0 else None) == zone
-        assert (router.level_ids["grid"][b.grid[k]] if b.grid[k] >= 0 else None) == grid
-        assert (router.level_ids["township"][b.township[k]] if b.township[k] >= 0
-                else None) == town
-        assert (router.level_ids["county"][b.county[k]] if b.county[k] >= 0 else None) == county
-
-
-def test_locate_many_rejects_bad_points(router):
-    b = router.locate_many([np.nan, 120.02, 500.0], [28.01, np.inf, 28.01])
-    assert list(b.team) == [-1, -1, -1]
 
 
 @pytest.mark.parametrize("bad", [(math.nan, 28.0), (120.0, math.inf), (190.0, 28.0)])
