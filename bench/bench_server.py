@@ -504,8 +504,6 @@ async def collect(quick: bool, step: Step = no_step) -> dict[str, Any]:
             r["profiled"] = await measure("dispatch", pcfg, clients, bodies, [500.0], seconds,
                                           units, step, "profiled", profile_to=prof)
             r["profile"] = profile_summary(prof)
-        if not quick:  # a choice, measured: the event loop (uvloop is not a dependency)
-            r["loops"] = await compare_loops(tmp, conf, clients, bodies, units, seconds, step)
         step("server CPU per request")
         n_cpu = 600 if quick else 3000
         r["cpu"] = {kind: await cpu_per_request(kind, cfg, bodies, units, n_cpu)
@@ -534,49 +532,6 @@ async def redis_ladder(tmp: Path, conf: dict[str, Any], clients: list[Client],
     finally:
         rproc.terminate()
         rproc.wait(timeout=10)
-
-
-async def compare_loops(tmp: Path, conf: dict[str, Any], clients: list[Client],
-                        bodies: list[dict[str, Any]], units: list[tuple[str, float, float]],
-                        seconds: float, step: Step) -> dict[str, Any]:
-    """The same ladder with ``server.event_loop: asyncio`` and ``uvloop``, interleaved."""
-    try:
-        import uvloop  # noqa: F401
-    except ImportError:
-        return {}
-    rates = [100.0, 250.0]
-    out: dict[str, list[dict[str, Any]]] = {"asyncio": [], "uvloop": []}
-    for rnd in range(1):
-        for loop in ("asyncio", "uvloop"):
-            cfg = tmp / f"loop-{loop}-{rnd}.yaml"
-            cfg.write_text(yaml.safe_dump({"store": str(tmp / f"loop-{loop}-{rnd}.db"),
-                                           "server": {"event_loop": loop}, **conf}))
-            out[loop].append(await measure("dispatch", cfg, clients, bodies, rates, seconds,
-                                           units, step, f"event loop {loop}"))
-    return {"rates": rates, **out}
-
-
-def render_loops(r: dict[str, Any]) -> str:
-    """asyncio against uvloop: push p99 of each of the two rounds."""
-    lp = r.get("loops") or {}
-    if not lp:
-        return ""
-    rows = [["events/s", "asyncio push p99 ms", "uvloop push p99 ms"]]
-    for rate in lp["rates"]:
-        cells = []
-        for loop in ("asyncio", "uvloop"):
-            vals = [(x["rates"].get(rate) or {}).get("push_p99") for x in lp[loop]]
-            cells.append(" / ".join(fmt(v, 1) if v is not None else "saturated"
-                                    for v in vals))
-        rows.append([f"{rate:,.0f}", *cells])
-    return "\n".join([
-        "**A choice, measured: the event loop.** The same ladder with `server.event_loop: "
-        "asyncio` (the default) and `uvloop`, one after the other:", "",
-        md_table(rows), "",
-        "uvloop is kept as an option, not the default, unless it wins clearly here: on this "
-        "machine the load generator shares the cores and sets much of the latency, so a "
-        "faster loop in the server alone moves the figures little.",
-    ])
 
 
 def profile_summary(path: Path, top: int = 15) -> dict[str, Any]:
@@ -670,13 +625,10 @@ def sections(r: dict[str, Any], quick: bool) -> list[Section]:
          for name, x in (("embedded SQLite", r["embedded"]), ("Redis", r["redis"]),
                          ("bare aiohttp", r["bare"]))},
         logy=True, hline=(100.0, "100 ms ceiling"))
-    loops = render_loops(r)
     cpu = render_cpu(r)
-    if cpu:
-        loops = f"{cpu}\n\n{loops}" if loops else cpu
     out = [Section("Server", render(latency_table(r), r, quick)
                    + "\n\n![POST → push p99 against offered load](perf/server_latency.png)"
-                   + (f"\n\n{loops}" if loops else ""),
+                   + (f"\n\n{cpu}" if cpu else ""),
                    headlines(r), [plot])]
     fan_rows = [["clients", "dispatch msgs/s", "bare aiohttp msgs/s", "ratio"]]
     for n, (o, b) in r["fanout"].items():

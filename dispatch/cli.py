@@ -66,13 +66,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # The live state is many small dicts: collect young objects less often, or full
     # collections over it pause the loop for 100+ ms under load (bench/bench_core.py).
     gc.set_threshold(50_000, 50, 1000)
-    loop = None
-    if config["server"]["event_loop"] == "uvloop":
-        import uvloop
-
-        loop = uvloop.new_event_loop()
     web.run_app(app, host=config.host, port=config.port, access_log_class=AccessLogger,
-                loop=loop,
                 access_log=logging.getLogger("dispatch.access") if args.access_log else None,
                 shutdown_timeout=10.0, print=None, handle_signals=True)
     print("dispatch: stopped cleanly", flush=True)

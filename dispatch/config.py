@@ -42,7 +42,7 @@ DEFAULT_CATEGORIES: list[dict[str, Any]] = [
 ]
 
 DEFAULTS: dict[str, Any] = {
-    "server": {"host": "127.0.0.1", "port": 8080, "event_loop": "asyncio"},
+    "server": {"host": "127.0.0.1", "port": 8080},
     "store": "var/dispatch.db",
     "store_options": {"synchronous": "FULL", "append_timeout_s": 10},
     "geo": {
@@ -222,18 +222,15 @@ def _positive(raw: dict[str, Any], section: str, key: str, integer: bool = False
 
 def _validate(raw: dict[str, Any]) -> None:
     srv = raw["server"]
+    for key in srv:
+        _need(key in DEFAULTS["server"], f"server.{key}",
+              "removed: the server runs on asyncio's event loop" if key == "event_loop"
+              else "unknown key")
     _need(isinstance(srv.get("host"), str) and srv["host"] != "", "server.host",
           "must be a host name or address")
     port = srv.get("port")
     _need(isinstance(port, int) and not isinstance(port, bool) and 0 <= port <= 65535,
           "server.port", f"must be an integer 0..65535, got {port!r}")
-    _need(srv.get("event_loop") in ("asyncio", "uvloop"), "server.event_loop",
-          f"must be asyncio or uvloop, got {srv.get('event_loop')!r}")
-    if srv["event_loop"] == "uvloop":
-        try:
-            import uvloop  # noqa: F401
-        except ImportError:
-            _need(False, "server.event_loop", "uvloop is not installed (pip install uvloop)")
     _need(isinstance(raw["store"], str) and raw["store"] != "", "store",
           "must be a file path or a redis://, rediss:// or redis+sentinel:// URL")
     sync = raw["store_options"].get("synchronous")

@@ -43,7 +43,7 @@ def test_environment_overrides_single_values(tmp_path):
 @pytest.mark.parametrize("text,key", [
     ("server: {port: 70000}\n", "server.port"),
     ("server: {port: eighty}\n", "server.port"),
-    ("server: {event_loop: trio}\n", "server.event_loop"),
+    ("server: {event_loop: uvloop}\n", "server.event_loop"),  # bench-only option, gone
     ("timers: {respond_s: 0}\n", "timers.respond_s"),
     ("timers: {warn_fraction: 1.5}\n", "timers.warn_fraction"),
     ("timers: {zones: {z1: {arrive_s: -1}}}\n", "timers.zones.z1.arrive_s"),
