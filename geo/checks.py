@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 import shapely
 
 from geo.areas import areas_m2
-from geo.model import GeoWarning
-
-if TYPE_CHECKING:
-    from geo.model import GeoDataset
+from geo.model import GeoDataset, GeoWarning
 
 
 def _point(g) -> tuple[float, float]:
@@ -19,10 +14,16 @@ def _point(g) -> tuple[float, float]:
     return (round(p.x, 6), round(p.y, 6)) if p is not None else (0.0, 0.0)
 
 
+def dataset_warnings(ds: GeoDataset) -> list[GeoWarning]:
+    """What ``geo check`` reports: the loader's repairs, then the gaps and overlaps between
+    siblings of at least ``ds.gap_min_m2`` m²."""
+    return [*ds.repaired, *sibling_warnings(ds, ds.gap_min_m2)]
+
+
 def sibling_warnings(ds: GeoDataset, min_m2: float = 1.0) -> list[GeoWarning]:
     """Overlaps between siblings and gaps left inside their parent, each ≥ ``min_m2`` m²."""
     out: list[GeoWarning] = []
-    for parent in sorted(ds._children):
+    for parent in ds.parents():
         kids = ds.children(parent)
         geoms = np.array([ds.regions[k].geometry for k in kids], dtype=object)
         tree = shapely.STRtree(geoms)

@@ -49,6 +49,7 @@ def resolve_paths(paths: list[str]) -> tuple[Path, Path | None, Path]:
 
 def check_main(paths: list[str], as_json: bool = False) -> int:
     """Validate a data set; print its summary and warnings, or every problem (exit 1)."""
+    from geo.checks import dataset_warnings
     from geo.loader import GeoImportError, load_dataset
 
     try:
@@ -70,7 +71,7 @@ def check_main(paths: list[str], as_json: bool = False) -> int:
         return 1
     load_s = time.perf_counter() - t0
     s = ds.summary()
-    warns = [w.as_dict() for w in ds.warnings]
+    warns = [w.as_dict() for w in dataset_warnings(ds)]
     if as_json:
         print(json.dumps({"ok": True, "summary": s, "warnings": warns, "load_s": load_s},
                          ensure_ascii=False, indent=2))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import cached_property
 from typing import Any
 
 import shapely
@@ -75,8 +74,9 @@ class GeoWarning:
 class GeoDataset:
     """Everything routing needs, checked and complete (the loader never returns a partial one).
 
-    ``warnings`` (gaps and overlaps between siblings) are computed on first access, so that
-    loading stays fast; ``geo check`` reads them.
+    ``repaired`` lists the geometries the loader had to repair; the gaps and overlaps between
+    siblings (at least ``gap_min_m2``) are not computed here, so that loading stays fast:
+    ``geo.checks.dataset_warnings`` computes them for ``geo check``.
     """
 
     def __init__(self, regions: dict[str, Region], zones: dict[str, Zone],
@@ -88,8 +88,8 @@ class GeoDataset:
         self.units: dict[str, Unit] = {u.id: u for t in teams.values() for u in t.units}
         self.city_id: str = next(r.id for r in regions.values() if r.level == "city")
         self._own = {(t.region, t.level): t.id for t in teams.values()}
-        self._repaired = list(repaired or [])
-        self._gap_min_m2 = gap_min_m2
+        self.repaired: tuple[GeoWarning, ...] = tuple(repaired or ())
+        self.gap_min_m2 = gap_min_m2
         self._children: dict[str, list[str]] = {}
         for r in regions.values():
             if r.parent is not None:
@@ -99,6 +99,10 @@ class GeoDataset:
         self._geojson_cache: dict[Any, dict[str, Any]] = {}
 
     # -- hierarchy -------------------------------------------------------------------------
+    def parents(self) -> list[str]:
+        """Ids of the regions that have children, sorted."""
+        return sorted(self._children)
+
     def children(self, region_id: str) -> list[str]:
         """Ids of the regions one level below ``region_id``, sorted."""
         return list(self._children.get(region_id, ()))
@@ -158,13 +162,6 @@ class GeoDataset:
                 "teams_by_level": team_levels, "units": len(self.units),
                 "units_by_kind": dict(sorted(kinds.items())),
                 "townships_empowered": emp, "townships_not_empowered": len(towns) - emp}
-
-    @cached_property
-    def warnings(self) -> list[GeoWarning]:
-        """Gaps and overlaps between siblings (area ≥ ``gap_min_m2``), plus repairs made."""
-        from geo.checks import sibling_warnings
-
-        return self._repaired + sibling_warnings(self, self._gap_min_m2)
 
     # -- display ---------------------------------------------------------------------------
     def regions_geojson(self, levels: list[str] | tuple[str, ...] | None = None,

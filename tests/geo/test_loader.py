@@ -7,6 +7,7 @@ import pytest
 import toy
 from shapely.geometry import Point, Polygon, box, mapping
 
+from geo.checks import dataset_warnings
 from geo.loader import GeoImportError, load_dataset
 
 
@@ -124,7 +125,7 @@ def test_bowtie_is_repaired_without_losing_area(tmp_path):
               [120.03, 28.02], [120.0, 28.04], [120.0, 28.02]]]}
     ds = load_dataset(*toy.write(tmp_path, regions=_regions(ta2={"geometry": bowtie})))
     assert ds.regions["ta2"].geometry.is_valid and ds.regions["ta2"].geometry.area > 0
-    assert any(w.kind == "repaired" and w.ids == ("ta2",) for w in ds.warnings)
+    assert any(w.kind == "repaired" and w.ids == ("ta2",) for w in dataset_warnings(ds))
 
 
 def test_gaps_and_overlaps_are_warnings(tmp_path):
@@ -133,12 +134,12 @@ def test_gaps_and_overlaps_are_warnings(tmp_path):
                        tb1={"geometry": mapping(box(120.03, 28.0, 120.06, 28.015)
                                                 .union(toy.ISLAND))})
     ds = load_dataset(*toy.write(tmp_path, regions=regions))
-    over = [w for w in ds.warnings if w.kind == "overlap" and set(w.ids) == {"ta1", "ta2"}]
+    over = [w for w in dataset_warnings(ds) if w.kind == "overlap" and set(w.ids) == {"ta1", "ta2"}]
     assert len(over) == 1
     strip_m2 = 0.03 * 0.002 * (6371008.8 * 3.141592653589793 / 180) ** 2 * 0.8829
     assert over[0].area_m2 == pytest.approx(strip_m2, rel=0.01)
     assert box(120.0, 28.018, 120.03, 28.02).covers(Point(over[0].point))
-    gaps = [w for w in ds.warnings if w.kind == "gap" and w.ids == ("cb",)]
+    gaps = [w for w in dataset_warnings(ds) if w.kind == "gap" and w.ids == ("cb",)]
     assert len(gaps) == 1 and gaps[0].area_m2 > 0
     assert ds.regions["cb"].geometry.covers(Point(gaps[0].point))
 
