@@ -14,6 +14,7 @@ import copy
 import hashlib
 import os
 import zoneinfo
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -177,7 +178,7 @@ def _merge(into: dict[str, Any], data: dict[str, Any], prefix: str) -> None:
             into[key] = value
 
 
-def _apply_env(raw: dict[str, Any], env: dict[str, str] | os._Environ[str]) -> None:
+def _apply_env(raw: dict[str, Any], env: Mapping[str, str]) -> None:
     for name, text in env.items():
         if not name.startswith("DISPATCH_") or name in ("DISPATCH_CONFIG",):
             continue
