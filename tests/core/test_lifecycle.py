@@ -139,3 +139,36 @@ def test_docs_show_the_current_diagram() -> None:
 
     doc = Path(__file__).parents[2] / "docs" / "core.md"
     assert mermaid() in doc.read_text(), "regenerate with python -m dispatch.core.diagram"
+
+
+def test_stage_and_status_names_are_defined_once() -> None:
+    """Issue 12: the status and stage names live beside the table; nothing else spells them
+    (no second ``STAGES``/``STAGE_DONE``/``OPEN_STATUSES``…, no literal list of them)."""
+    import ast
+    from pathlib import Path
+
+    assert set(lc.STAGE_DONE) == set(lc.STAGES) and set(lc.STAGES) <= set(lc.ACTIONS)
+    assert lc.OPEN_STATUSES | lc.TERMINAL_STATUSES == set(lc.STATUSES)
+    assert not lc.OPEN_STATUSES & lc.TERMINAL_STATUSES
+    assert {lc.TRANSITIONS[k] for k in lc.TRANSITIONS} | {s for s, _ in lc.TRANSITIONS} <= set(
+        lc.STATUSES)
+    names = {"STAGES", "STAGE_DONE", "STATUSES", "OPEN_STATUSES", "TERMINAL_STATUSES", "DONE",
+             "OPEN"}
+    spelled = {frozenset(lc.STAGES), frozenset(lc.OPEN_STATUSES), frozenset(lc.STATUSES),
+               frozenset(lc.STAGE_DONE.values())}
+    root = Path(__file__).parents[2]
+    found = []
+    for path in sorted([*(root / "dispatch").rglob("*.py"), *(root / "geo").rglob("*.py")]):
+        if path == root / "dispatch" / "core" / "lifecycle.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            where = f"{path.relative_to(root)}:{getattr(node, 'lineno', '?')}"
+            if isinstance(node, ast.Assign | ast.AnnAssign):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                found += [f"{where}: {t.id} =" for t in targets
+                          if isinstance(t, ast.Name) and t.id in names]
+            elif isinstance(node, ast.Tuple | ast.List | ast.Set) and node.elts and all(
+                    isinstance(e, ast.Constant) and isinstance(e.value, str) for e in node.elts):
+                if frozenset(e.value for e in node.elts) in spelled:
+                    found.append(f"{where}: {ast.unparse(node)}")
+    assert not found, "stage/status names spelled out again:\n  " + "\n  ".join(found)
