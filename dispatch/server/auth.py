@@ -1,10 +1,7 @@
-"""Bearer tokens, roles and scope (contract §6).
+"""Bearer tokens (contract §6): who is calling. What a caller may see is ``scope.py``'s.
 
 Tokens are kept only as SHA-256 digests (from config.yaml, plain or ``sha256:<hex>``, and from
-the token file that ``dispatch token create`` appends to) and never logged. A principal's
-scope is a region: it sees an event when that region is on the event's region path
-(grid → township → county → city), and a unit when it is on the path of the unit's team's
-region. A field principal sees only the events assigned to its own unit.
+the token file that ``dispatch token create`` appends to) and never logged.
 """
 
 from __future__ import annotations
@@ -17,7 +14,6 @@ import os
 import secrets
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -32,48 +28,10 @@ from dispatch.config import (
     hash_token,
     token_file_entry,
 )
+from dispatch.server.scope import Principal
 
 log = logging.getLogger("dispatch.auth")
 TOKEN_FILE_MODE = 0o600
-
-EVENT_PATH_KEYS = ("grid", "township", "county", "city")
-
-
-@dataclass(frozen=True)
-class Principal:
-    """Who is calling: role plus region or unit."""
-
-    role: str
-    region: str | None
-    unit: str | None
-    name: str
-    digest: str
-
-    @property
-    def actor(self) -> str:
-        """How the journal names this caller (never the token)."""
-        return self.name
-
-    def sees_all(self) -> bool:
-        return self.role == "admin" or (self.role in ("operator", "supervisor")
-                                        and self.region is None)
-
-    def can_read_event(self, event: dict[str, Any]) -> bool:
-        if self.sees_all():
-            return True
-        if self.role == "field":
-            return event.get("unit") == self.unit
-        if self.role in ("operator", "supervisor"):
-            return any(event.get(k) == self.region for k in EVENT_PATH_KEYS)
-        return False
-
-    def can_act(self, event: dict[str, Any]) -> bool:
-        if self.role == "admin":
-            return True
-        if self.role in ("operator", "field"):
-            return self.can_read_event(event)
-        return False
-
 
 class TokenBook:
     """Looks up principals by token digest, from the config file and the token file.

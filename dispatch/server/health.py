@@ -14,7 +14,8 @@ from typing import Any
 
 from aiohttp import web
 
-from dispatch.server.app import STATE, State, authenticate, json_response
+from dispatch.server.middleware import authenticate
+from dispatch.server.state import STATE, State, json_response
 from dispatch.server.validation import ApiError
 
 # A store answers health() within about a second (interfaces §3); past this the answer is
@@ -41,8 +42,9 @@ async def healthz(request: web.Request) -> web.Response:
     if reason is not None:
         return json_response({"status": "failing", "reason": reason}, status=503)
     rt = state.runtime
-    body: dict[str, Any] = {"status": "ok", "seq": rt.engine.last_seq,
-                            "events": sum(1 for _ in rt.engine.open_events()),
+    view = rt.view
+    body: dict[str, Any] = {"status": "ok", "seq": view.last_seq,
+                            "events": sum(1 for _ in view.open_events()),
                             "ws_clients": len(state.hub.clients)}
     return json_response(body)
 

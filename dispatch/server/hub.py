@@ -4,9 +4,11 @@ How it works: each connected client has a queue bounded in bytes, drained by its
 task. A change (journal records, after they are durable) is turned into one message per
 record, serialised once, and put on the queue of every client whose scope holds the event;
 a record that cannot be rendered is logged once and skipped, the others are delivered.
-Clients are indexed by the region of their scope and by unit, so a publish looks at the
-clients that can see the event, not at all of them. What a client has not read yet (its
-queue, its own replies included, plus the socket's write buffer) counts against its bound:
+Clients are indexed by their audience (``scope.audience``: all, a region, a unit) and a
+record reaches the audiences ``scope.record_audiences`` names, so a publish looks at the
+clients that can see the event, not at all of them, and agrees with the scope rules. What a
+client has not read yet (its queue, its own replies included, plus the socket's write
+buffer) counts against its bound:
 past it a pending position update is dropped first; if that is not enough the client is
 closed (1008 "slow consumer") and resyncs with ``?since=``.
 
@@ -25,13 +27,14 @@ import logging
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from aiohttp import WSMsgType, web
 
 from dispatch.core.records import Record
-from dispatch.server.auth import EVENT_PATH_KEYS, Principal
+from dispatch.server import scope
+from dispatch.server.scope import Areas, Audience, Principal
 
 log = logging.getLogger("dispatch.hub")
 
@@ -57,6 +60,16 @@ def queue_bytes(ws_config: Any) -> int:
     if explicit:
         return int(explicit)
     return int(ws_config["queue_size"]) * QUEUE_BYTES_PER_SLOT
+
+
+class EventRendering(Protocol):
+    """What the hub needs to render a message (``state.Rendering``)."""
+
+    def event(self, ev: dict[str, Any]) -> dict[str, Any]: ...
+
+    def iso(self, t: float | None) -> str | None: ...
+
+    def now_iso(self) -> str: ...
 
 
 @dataclass(eq=False)
@@ -142,14 +155,10 @@ class Client:
 class Hub:
     """Fan-out of journal records and unit positions to WebSocket clients."""
 
-    def __init__(self, render_event: Callable[[dict[str, Any]], dict[str, Any]],
-                 now_iso: Callable[[], str], iso: Callable[[float], str | None]) -> None:
-        self.render_event = render_event
-        self.now_iso = now_iso
-        self.iso = iso
-        self.all_seeing: set[Client] = set()
-        self.by_region: dict[str, set[Client]] = {}
-        self.by_unit: dict[str, set[Client]] = {}
+    def __init__(self, rendering: EventRendering, areas: Areas) -> None:
+        self.rendering = rendering
+        self.areas = areas
+        self.by_audience: dict[Audience, set[Client]] = {}
         self.clients: set[Client] = set()
         self.connecting: set[Client] = set()  # accepted, snapshot not out yet: not counted
         self.disconnected_slow = 0
@@ -162,22 +171,17 @@ class Hub:
         """Index the client by its scope; returns the unsubscribe callable."""
         self.connecting.discard(client)
         self.clients.add(client)
-        p = client.principal
-        if p.sees_all():
-            self.all_seeing.add(client)
-        elif p.role == "field" and p.unit:
-            self.by_unit.setdefault(p.unit, set()).add(client)
-        elif p.region:
-            self.by_region.setdefault(p.region, set()).add(client)
+        key = scope.audience(client.principal)
+        if key is not None:
+            self.by_audience.setdefault(key, set()).add(client)
 
         def remove() -> None:
             self.clients.discard(client)
-            self.all_seeing.discard(client)
-            for index in (self.by_unit, self.by_region):
-                for key in [k for k, v in index.items() if client in v]:
-                    index[key].discard(client)
-                    if not index[key]:
-                        del index[key]
+            members = self.by_audience.get(key) if key is not None else None
+            if members is not None:
+                members.discard(client)
+                if not members:
+                    del self.by_audience[key]  # type: ignore[arg-type]
         client.unsubscribe = remove
         return remove
 
@@ -196,10 +200,10 @@ class Hub:
         msg: dict[str, Any] = {
             "type": MESSAGE_TYPES.get(rec.action, "event.updated"),
             "seq": rec.seq,
-            "at": self.iso(rec.received_at),
-            "server_time": self.now_iso(),
+            "at": self.rendering.iso(rec.received_at),
+            "server_time": self.rendering.now_iso(),
             "action": rec.action,
-            "event": self.render_event(rec.after),
+            "event": self.rendering.event(rec.after),
         }
         extra = rec.extra or {}
         for key in ("stage", "from", "to", "recovered", "notify_tiers"):
@@ -221,16 +225,17 @@ class Hub:
                               rec.seq, rec.action)
             return None
 
-    def recipients(self, ev: dict[str, Any], before: dict[str, Any]) -> set[Client]:
-        out = set(self.all_seeing)
-        for key in EVENT_PATH_KEYS:
-            rid = ev.get(key)
-            if rid and rid in self.by_region:
-                out |= self.by_region[rid]
-        for unit in {ev.get("unit"), before.get("unit")}:
-            if unit and unit in self.by_unit:
-                out |= self.by_unit[unit]
+    def _members(self, audiences: set[Audience]) -> set[Client]:
+        out: set[Client] = set()
+        for key in audiences:
+            members = self.by_audience.get(key)
+            if members:
+                out |= members
         return out
+
+    def recipients(self, ev: dict[str, Any], before: dict[str, Any]) -> set[Client]:
+        """The registered clients a record about ``ev`` reaches (``scope.record_visible``)."""
+        return self._members(scope.record_audiences(ev, before))
 
     def publish(self, records: Iterable[Record]) -> None:
         """Deliver records (already durable) to every client in scope, in seq order.
@@ -248,42 +253,40 @@ class Hub:
                 continue
             frame = text_frame(data)
             for c in targets:
-                if c.narrow and not _in_path(ev, c.narrow):
+                if c.narrow and not scope.event_in_region(ev, c.narrow):
                     continue
                 if not c.offer(rec.seq, data, frame=frame):
                     self.drop_slow(c)
 
-    def publish_unit(self, unit: dict[str, Any], team_path: frozenset[str]) -> None:
+    def publish_unit(self, unit: dict[str, Any]) -> None:
         """A unit's new position to the clients whose scope holds its team.
 
         Clients that asked for batched positions (``/ws?positions=batch``, as the pages do)
         get the latest position of each unit once per flush as one ``units.updated`` frame;
         the others get one ``unit.updated`` message per report (contract §4).
         """
-        targets = set(self.all_seeing)
-        for rid in team_path:
-            targets |= self.by_region.get(rid, set())
-        targets |= self.by_unit.get(unit["id"], set())
+        targets = self._members(scope.unit_audiences(self.areas, unit["id"]))
         if not targets:
             return
         data: bytes | None = None
         frame = b""
         for c in targets:
-            if c.narrow and c.narrow not in team_path:
+            if not scope.unit_in_region(self.areas, unit["id"], c.narrow):
                 continue
             if c.batch_positions:
                 c.pending_units[unit["id"]] = unit
                 continue
             if data is None:
                 data = orjson.dumps({"type": "unit.updated", "at": unit.get("at"),
-                                     "server_time": self.now_iso(), "unit": unit})
+                                     "server_time": self.rendering.now_iso(),
+                                     "unit": unit})
                 frame = text_frame(data)
             c.offer(0, data, is_position=True, frame=frame)
 
     def flush_positions(self) -> int:
         """Send each batching client its pending positions as one frame; returns frames."""
         frames = 0
-        now = self.now_iso()
+        now = self.rendering.now_iso()
         cache: dict[tuple[str, ...], bytes] = {}
         for c in self.clients:
             if not c.pending_units or c.closed:
@@ -379,10 +382,6 @@ async def _close(c: Client, code: int, reason: bytes) -> None:
     except Exception:
         if c.transport is not None:
             c.transport.abort()
-
-
-def _in_path(ev: dict[str, Any], region: str) -> bool:
-    return any(ev.get(k) == region for k in EVENT_PATH_KEYS)
 
 
 async def drain(client: Client) -> None:

@@ -19,13 +19,13 @@ class _StateCollector(Collector):
 
     def collect(self) -> Iterator[Any]:
         rt = self.state.runtime
-        by = Counter((ev.get("status"), ev.get("tier")) for ev in rt.engine.events())
+        by = Counter((ev.get("status"), ev.get("tier")) for ev in rt.view.events())
         g = GaugeMetricFamily("dispatch_events", "Events by status and tier",
                               labels=["status", "tier"])
         for (status, tier), n in sorted(by.items(), key=str):
             g.add_metric([str(status), str(tier)], n)
         yield g
-        b = Counter(stage for ev in rt.engine.events() for stage in ev.get("breaches") or ())
+        b = Counter(stage for ev in rt.view.events() for stage in ev.get("breaches") or ())
         c = CounterMetricFamily("dispatch_breaches", "Stage deadlines breached",
                                 labels=["stage"])
         for stage in ("respond", "depart", "arrive"):
@@ -54,7 +54,7 @@ class _StateCollector(Collector):
                                   "Sockets closed because their token was removed or revoked",
                                   value=getattr(hub, "disconnected_revoked", 0))
         yield GaugeMetricFamily("dispatch_journal_seq", "Last journal sequence number",
-                                value=rt.engine.last_seq)
+                                value=rt.view.last_seq)
         cluster = rt.cluster
         if cluster is not None:  # several instances on one Redis
             yield CounterMetricFamily(

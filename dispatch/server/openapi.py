@@ -14,7 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
-from dispatch.server.app import json_response
+from dispatch.server.state import json_response
 
 
 def ref(name: str) -> dict[str, Any]:

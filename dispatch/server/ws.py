@@ -22,12 +22,13 @@ from aiohttp import WSMsgType, web
 
 from dispatch.core.errors import DispatchError
 from dispatch.runtime import StoreUnavailableError
-from dispatch.server import api, validation
-from dispatch.server import app as app_mod
-from dispatch.server.app import STATE, State, principal_of
-from dispatch.server.auth import Principal
+from dispatch.server import scope, validation
+from dispatch.server.commands import check_reader
 from dispatch.server.hub import CLOSE_SLOW, Client, drain, encode, queue_bytes
+from dispatch.server.middleware import rate_limit
 from dispatch.server.render import unit_json
+from dispatch.server.scope import Principal
+from dispatch.server.state import STATE, State, principal_of
 from dispatch.server.validation import ACTIONS, ApiError
 
 log = logging.getLogger("dispatch.ws")
@@ -61,37 +62,33 @@ GENERIC_ERROR = "the message was refused"
 
 
 def snapshot(state: State, p: Principal, seq: int, narrow: str | None) -> bytes:
-    """Open events and units the caller may see, current to ``seq``.
+    """Open events and units the caller may see, as the committed view holds them at ``seq``.
 
     An event that cannot be rendered is logged and left out; any other failure raises
     (the caller closes the socket with 1011).
     """
     rt, now = state.runtime, state.clock.now()
     events = []
-    for ev in rt.engine.open_events():
-        if p.can_read_event(ev) and (narrow is None or _in_region(ev, narrow)):
+    for ev in rt.view.open_events():
+        if scope.event_visible(p, ev) and (narrow is None or scope.event_in_region(ev, narrow)):
             out = _render(state, ev)
             if out is not None:
                 out.pop("timeline", None)
                 events.append(out)
-    busy = rt.engine.busy_units()
+    busy = rt.view.busy_units()
     units = [unit_json(rt.dataset, rt.units, busy, uid, now, state.tz)
-             for uid in api.units_in_scope(state, p, narrow)]
+             for uid in scope.units_in_scope(state.areas, p, narrow)]
     return encode({"type": "snapshot", "seq": seq, "server_time": state.iso(now),
                    "events": events, "units": units})
 
 
 def _render(state: State, ev: dict[str, Any]) -> dict[str, Any] | None:
     try:
-        return state.render(ev)
+        return state.render.event(ev)
     except Exception:
         log.exception("event %s could not be rendered; left out of a snapshot",
                       str(ev.get("id"))[:40])
         return None
-
-
-def _in_region(ev: dict[str, Any], region: str) -> bool:
-    return region in (ev.get("grid"), ev.get("township"), ev.get("county"), ev.get("city"))
 
 
 async def _one(message: bytes) -> AsyncIterator[bytes]:
@@ -120,10 +117,9 @@ async def catch_up(state: State, p: Principal, since: int, upto: int,
         for rec in batch:
             if rec.seq > upto:
                 return
-            if narrow is not None and not _in_region(rec.after, narrow):
+            if narrow is not None and not scope.event_in_region(rec.after, narrow):
                 continue
-            if p.can_read_event(rec.after) or (p.role == "field" and
-                                               (rec.before or {}).get("unit") == p.unit):
+            if scope.record_visible(p, rec.after, rec.before):
                 data = state.hub.encode_record(rec)
                 if data is not None:
                     yield data
@@ -178,8 +174,7 @@ async def serve_client(state: State, client: Client, since: int | None) -> None:
 
 async def ws_handler(request: web.Request) -> web.StreamResponse:
     state, p = request.app[STATE], principal_of(request)
-    if p.role == "intake":
-        raise ApiError(403, "forbidden", "an intake token may only create events")
+    check_reader(p)
     since_text = request.query.get("since")
     since: int | None = None
     if since_text is not None:
@@ -219,7 +214,7 @@ async def ws_handler(request: web.Request) -> web.StreamResponse:
 async def _answer(state: State, client: Client, text: str | None) -> dict[str, Any] | None:
     """Rate-limit, then handle one client message (``None``: a binary frame)."""
     try:
-        app_mod.rate_limit(state, client.principal)
+        rate_limit(state, client.principal)
     except ApiError as e:
         if _strike(state, client):
             state.hub.close(client, CLOSE_SLOW, b"message rate limit exceeded")
@@ -291,15 +286,15 @@ async def handle_message(state: State, client: Client, text: str) -> dict[str, A
             unit_id = data.get("unit") or p.unit
             if not isinstance(unit_id, str):
                 raise ApiError(422, "invalid_field", "unit is required", "unit")
-            unit = api.apply_position(state, p, unit_id, data)
+            unit = state.commands.position(p, unit_id, data)
             return {"type": "ack", "id": msg_id, "unit": unit}
         if kind in ACTIONS:
             event_id = data.get("event")
             if not isinstance(event_id, str):
                 raise ApiError(422, "invalid_field", "event is required", "event")
             body = {k: data[k] for k in ("at", "unit", "team", "note") if k in data}
-            ev = await api.apply_action(state, p, event_id, kind, body)
-            return {"type": "ack", "id": msg_id, "event": ev}
+            ev = await state.commands.act(p, event_id, kind, body)
+            return {"type": "ack", "id": msg_id, "event": state.render(ev)}
         raise ApiError(400, "unknown_type", "unknown message type", "type")
     except (ApiError, DispatchError) as e:
         return _error(msg_id, e)
@@ -316,10 +311,9 @@ def _subscribe(state: State, client: Client, region: Any, msg_id: Any) -> dict[s
     if region is None:
         client.narrow = None
         return {"type": "subscribed", "id": msg_id, "region": None}
-    ds = state.runtime.dataset
-    if not isinstance(region, str) or region not in ds.regions:
+    if not isinstance(region, str) or region not in state.runtime.dataset.regions:
         raise ApiError(422, "invalid_field", "unknown region", "region")
-    if not p.sees_all() and (p.role == "field" or p.region not in ds.region_path(region)):
+    if not scope.region_in_scope(state.areas, p, region):
         raise ApiError(403, "forbidden", f"region {region} is outside your scope", "region")
     client.narrow = region
     return {"type": "subscribed", "id": msg_id, "region": region}

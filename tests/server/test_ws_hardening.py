@@ -17,7 +17,7 @@ import websockets
 import yaml
 
 from dispatch.config import hash_token
-from dispatch.server import api as api_module
+from dispatch.server import scope as scope_module
 from dispatch.server import ws as ws_module
 from dispatch.server.auth import issue_token, revoke_tokens
 from dispatch.server.ws import ERROR_MESSAGES
@@ -62,14 +62,14 @@ async def create(srv: Server, county: str = "331003", **kw: Any) -> dict[str, An
 
 def poison_render(srv: Server, monkeypatch: pytest.MonkeyPatch, event_id: str) -> None:
     """Make one stored event impossible to render, as a record from before issue 11 was."""
-    real = srv.state.render
+    real = srv.state.render.event  # the one renderer REST, snapshots and the hub share
 
     def render(ev: dict[str, Any]) -> dict[str, Any]:
         if ev.get("id") == event_id:
             raise OverflowError("date value out of range")
         return real(ev)
 
-    monkeypatch.setattr(srv.state, "render", render)
+    monkeypatch.setattr(srv.state.render, "event", render)
 
 
 async def stop(srv: Server) -> None:
@@ -122,7 +122,7 @@ async def test_failed_snapshot_closes_1011_and_registers_nothing(server, monkeyp
     def broken(*a: Any, **kw: Any) -> Any:
         raise RuntimeError("the units could not be listed")
 
-    monkeypatch.setattr(api_module, "units_in_scope", broken)
+    monkeypatch.setattr(scope_module, "units_in_scope", broken)
     for _ in range(3):
         ws = await connect(server, "city")
         assert await closed_code(ws) == 1011

@@ -1,0 +1,267 @@
+"""Who may see and do what (contract §6): every visibility and permission rule of the edge.
+
+How it works: a principal's scope is a region, or for a field token its unit. It sees an
+event when its region is on the event's region path (grid → township → county → city), a
+unit or a team when its region is on the path of the team's region, and a region when that
+region lies within its own (or is one of its own region's ancestors, drawn for context).
+A field principal sees the events assigned to its unit (and the record that took one away
+from it), its own unit and team, and the regions of its team's county. Admins and operators
+or supervisors without a region see everything.
+
+REST, the WebSocket (snapshot, live fan-out, replay), statistics, exports and the regions
+GeoJSON all ask these functions; the hub indexes clients by ``audience`` and a record by
+``record_audiences`` so that its fan-out agrees with ``record_visible`` (a test checks it).
+Outside the caller's scope answers as unknown (404), never as forbidden.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+EVENT_PATH_KEYS = ("grid", "township", "county", "city")
+ACTING_ROLES = ("operator", "field", "admin")  # roles that act on events
+READING_ROLES = ("operator", "supervisor", "field", "admin")  # roles that read events
+STATS_ROLES = ("operator", "supervisor", "admin")
+CREATING_ROLES = ("intake", "operator", "admin")
+FIELD_ACTIONS = ("respond", "depart", "arrive", "resolve")
+
+Audience = tuple[str, str | None]  # ("all", None) | ("region", id) | ("unit", id)
+ALL: Audience = ("all", None)
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: role plus region or unit (a token never appears here)."""
+
+    role: str
+    region: str | None
+    unit: str | None
+    name: str
+    digest: str
+
+    @property
+    def actor(self) -> str:
+        """How the journal names this caller (never the token)."""
+        return self.name
+
+
+# -- events -----------------------------------------------------------------------------------
+def sees_all(p: Principal) -> bool:
+    return p.role == "admin" or (p.role in ("operator", "supervisor") and p.region is None)
+
+
+def event_in_region(ev: Mapping[str, Any], region: str) -> bool:
+    """Whether ``region`` is on the event's region path (the event lies within it)."""
+    return any(ev.get(k) == region for k in EVENT_PATH_KEYS)
+
+
+def event_visible(p: Principal, ev: Mapping[str, Any]) -> bool:
+    """Whether ``p`` may read the event."""
+    if sees_all(p):
+        return True
+    if p.role == "field":
+        return ev.get("unit") == p.unit
+    if p.role in ("operator", "supervisor") and p.region is not None:
+        return event_in_region(ev, p.region)
+    return False
+
+
+def event_actable(p: Principal, ev: Mapping[str, Any]) -> bool:
+    """Whether ``p`` may act on the event: an acting role that reads it."""
+    return p.role in ACTING_ROLES and event_visible(p, ev)
+
+
+def may_act_at_all(p: Principal) -> bool:
+    """Whether ``p``'s role acts on any event (403 before any id is looked up)."""
+    return p.role in ACTING_ROLES
+
+
+def may_take_action(p: Principal, action: str) -> bool:
+    """A field unit only moves its own assignment along; the other acting roles do all."""
+    return p.role != "field" or action in FIELD_ACTIONS
+
+
+def record_visible(p: Principal, after: Mapping[str, Any],
+                   before: Mapping[str, Any] | None) -> bool:
+    """Whether a journal record reaches ``p``: it reads the event as it is after the change,
+    or, a field unit, the change took the event away from it."""
+    if event_visible(p, after):
+        return True
+    return p.role == "field" and p.unit is not None and (before or {}).get("unit") == p.unit
+
+
+def audience(p: Principal) -> Audience | None:
+    """The one key a hub indexes a client of ``p`` under (None: it receives nothing)."""
+    if sees_all(p):
+        return ALL
+    if p.role == "field":
+        return ("unit", p.unit) if p.unit else None
+    if p.role in ("operator", "supervisor") and p.region:
+        return ("region", p.region)
+    return None
+
+
+def record_audiences(after: Mapping[str, Any], before: Mapping[str, Any] | None
+                     ) -> set[Audience]:
+    """Every audience a record reaches: ``audience(p)`` is in it iff ``record_visible``."""
+    out: set[Audience] = {ALL}
+    out.update(("region", str(after[k])) for k in EVENT_PATH_KEYS if after.get(k))
+    for unit in (after.get("unit"), (before or {}).get("unit")):
+        if unit:
+            out.add(("unit", str(unit)))
+    return out
+
+
+# -- units, teams, regions --------------------------------------------------------------------
+class Dataset(Protocol):
+    """What the scope rules read from the data set (geo.model.Dataset)."""
+
+    regions: Mapping[str, Any]
+    teams: Mapping[str, Any]
+    units: Mapping[str, Any]
+
+    def region_path(self, region_id: str) -> list[str]: ...
+
+
+@dataclass
+class Areas:
+    """The region paths scope is judged on, fixed by the data set, computed once.
+
+    ``team_paths[team]`` is the path of the team's region; unit scopes are cached per
+    (principal scope, narrowing), so a snapshot for one of a thousand reconnecting clients
+    costs its own units only.
+    """
+
+    dataset: Dataset
+    team_paths: dict[str, frozenset[str]] = field(default_factory=dict)
+    _unit_scopes: dict[tuple[Any, ...], tuple[str, ...]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.team_paths = {tid: frozenset(self.dataset.region_path(t.region))
+                           for tid, t in self.dataset.teams.items()}
+
+    def team_path(self, team: str) -> frozenset[str]:
+        return self.team_paths.get(team, frozenset())
+
+    def unit_path(self, unit_id: str) -> frozenset[str]:
+        u = self.dataset.units.get(unit_id)
+        return self.team_path(u.team) if u is not None else frozenset()
+
+
+def unit_audiences(areas: Areas, unit_id: str) -> set[Audience]:
+    """Every audience a unit's position reaches: ``audience(p)`` in it iff unit_visible."""
+    out: set[Audience] = {ALL, ("unit", unit_id)}
+    out.update(("region", r) for r in areas.unit_path(unit_id))
+    return out
+
+
+def unit_visible(areas: Areas, p: Principal, unit_id: str) -> bool:
+    """Whether ``p`` sees the unit (a field token: its own; others: by its team's region)."""
+    if unit_id not in areas.dataset.units:
+        return False
+    if sees_all(p):
+        return True
+    if p.role == "field":
+        return p.unit == unit_id
+    return p.region is not None and p.region in areas.unit_path(unit_id)
+
+
+def unit_in_region(areas: Areas, unit_id: str, region: str | None) -> bool:
+    return region is None or region in areas.unit_path(unit_id)
+
+
+def units_in_scope(areas: Areas, p: Principal, narrow: str | None = None) -> tuple[str, ...]:
+    """The ids of the units ``p`` may see (within ``narrow``), in data set order."""
+    if p.role == "field" and not sees_all(p):  # its own unit: no walk over all of them
+        uid = p.unit or ""
+        return (uid,) if unit_visible(areas, p, uid) and unit_in_region(areas, uid, narrow) \
+            else ()
+    key = (p.role, p.region, p.unit, sees_all(p), narrow)
+    ids = areas._unit_scopes.get(key)
+    if ids is None:
+        ids = tuple(uid for uid in areas.dataset.units
+                    if unit_visible(areas, p, uid) and unit_in_region(areas, uid, narrow))
+        areas._unit_scopes[key] = ids
+    return ids
+
+
+def team_in_scope(areas: Areas, p: Principal, team: str) -> bool:
+    """Whether ``p`` sees the team (a field token: its own unit's team)."""
+    if team not in areas.dataset.teams:
+        return False
+    if sees_all(p):
+        return True
+    if p.role == "field":
+        u = areas.dataset.units.get(p.unit or "")
+        return u is not None and u.team == team
+    return p.region is not None and p.region in areas.team_path(team)
+
+
+def region_in_scope(areas: Areas, p: Principal, region: str) -> bool:
+    """Whether ``region`` lies within ``p``'s scope (a WebSocket may narrow to it)."""
+    if region not in areas.dataset.regions:
+        return False
+    if sees_all(p):
+        return True
+    if p.role == "field" or p.region is None:
+        return False
+    return p.region in areas.dataset.region_path(region)
+
+
+def home_region(areas: Areas, p: Principal) -> str | None:
+    """The region whose map ``p`` is shown: its own; a field unit's, its team's county (or the
+    team's region when that lies above county level); None for every other role."""
+    if p.role == "field":
+        u = areas.dataset.units.get(p.unit or "")
+        t = areas.dataset.teams.get(u.team) if u is not None else None
+        if t is None:
+            return None
+        path = areas.dataset.region_path(t.region)
+        counties = [r for r in path if areas.dataset.regions[r].level == "county"]
+        return counties[0] if counties else (path[0] if path else None)
+    if p.role in ("operator", "supervisor"):
+        return p.region
+    return None
+
+
+def region_shown(areas: Areas, p: Principal, region: str) -> bool:
+    """Whether ``GET /regions`` gives ``p`` this region: everything to those who see all;
+    else the regions within its home region plus that region's ancestors (outlines for
+    context, no siblings); nothing to an intake token."""
+    if region not in areas.dataset.regions:
+        return False
+    if sees_all(p):
+        return True
+    home = home_region(areas, p)
+    if home is None:
+        return False
+    return home in areas.dataset.region_path(region) or region in areas.dataset.region_path(home)
+
+
+def features_in_scope(areas: Areas, p: Principal, fc: Mapping[str, Any], *,
+                      keep: Any) -> dict[str, Any]:
+    """A FeatureCollection cut to the features for which ``keep(areas, p, properties)``."""
+    if sees_all(p):
+        return dict(fc)
+    feats: Iterable[Mapping[str, Any]] = fc.get("features") or ()
+    return {"type": "FeatureCollection",
+            "features": [f for f in feats if keep(areas, p, f.get("properties") or {})]}
+
+
+def region_feature_shown(areas: Areas, p: Principal, props: Mapping[str, Any]) -> bool:
+    return region_shown(areas, p, str(props.get("id")))
+
+
+def zone_feature_shown(areas: Areas, p: Principal, props: Mapping[str, Any]) -> bool:
+    """A zone is shown when its team is in ``p``'s scope (as the ops page has always drawn)."""
+    return team_in_scope(areas, p, str(props.get("team")))
+
+
+def operator_may_create_at(p: Principal, route_path: Iterable[str | None]) -> bool:
+    """An operator with a region creates events only inside it (``route_path``: the routed
+    grid, township, county and city of the location)."""
+    if p.role != "operator" or p.region is None:
+        return True
+    return p.region in tuple(route_path)
