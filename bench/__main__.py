@@ -96,9 +96,8 @@ def render_doc(sections: list[Section], quick: bool, took_s: float, speed_s: flo
         f"{' (quick run)' if quick else ''}. Load average at the end: {load}. **Python "
         f"yardstick:** {speed_s:.2f} s for 10 million additions in a pure-Python loop (lower is "
         "faster) — compare it before comparing two reports. "
-        "The machine is shared and has 2 cores, so the load generator, Redis and the server "
-        "compete for them; every headline is read against a bare baseline measured in the "
-        "same run.", "",
+        f"The load generator, Redis and the server run together on these {os.cpu_count()} "
+        "cores; every headline is read against a bare baseline measured in the same run.", "",
         "## Summary", "",
         "Ratio to bare = our cost divided by the bare baseline's (latency ÷ latency, or "
         "bare throughput ÷ our throughput): ×1.00 is as fast as a bare aiohttp handler, "
@@ -147,9 +146,9 @@ def history(old_doc: str, heads: list[Headline], speed_s: float, took_s: float,
             fig("load ceiling (push p99 < 100 ms), one process, embedded"),
             f"{took_s / 60:.1f} min"]) + " |")
     return "\n".join([
-        "One row per full run on this machine (the rows before are kept when the report is "
-        "rewritten). The machine is shared and its speed changes between sessions: read the "
-        "yardstick first.", "", md_table([HISTORY_HEAD]), *rows])
+        "One row per full run (the rows before are kept when the report is rewritten). A "
+        "machine's speed can change between sessions: read the yardstick first.", "",
+        md_table([HISTORY_HEAD]), *rows])
 
 
 def with_plots(s: Section) -> str:

@@ -140,65 +140,75 @@ def bench_book_ops(n: int) -> dict[str, float]:
     return {"heapq_ns_per_entry": raw / (6 * n) * 1e9, "book_ns_per_entry": ours / (6 * n) * 1e9}
 
 
-async def bench_lateness(n_open: int, n_due: int, store_path: str | None,
-                         freeze: bool = True) -> dict[str, float]:
+class LinedUpClock:
+    """The runtime's clock for the lateness run: frozen at ``t0`` while the runtime starts
+    (replaying the journal takes a while), then the wall clock shifted so that ``t0`` is the
+    moment ``line_up`` was called."""
+
+    def __init__(self, t0: float) -> None:
+        self.t0 = t0
+        self.offset: float | None = None
+
+    def now(self) -> float:
+        return self.t0 if self.offset is None else time.time() - self.offset
+
+    def line_up(self) -> None:
+        self.offset = time.time() - self.t0
+
+
+async def bench_lateness(n_open: int, n_due: int, store_path: str) -> dict[str, float]:
     """n_open events with live deadlines; n_due respond breaches fall due within one second.
 
-    A deadline task like the runtime's sleeps until ``next_due``, fires, and (optionally)
-    hands the records to SQLite without waiting for the commit (the runtime's deadline loop
-    does the same); lateness = time fired (or committed) - due time.
+    Measured through the server's own deadline loop: the events are written to a SQLite
+    journal first, then a ``dispatch.runtime.Runtime`` (default configuration, that journal)
+    starts on it, replays it and runs its deadline loop on the real asyncio loop and a real
+    clock lined up with the deadlines. Lateness = when the runtime fired a breach (the
+    record's ``received_at``) - its due time (``at``); and until the runtime published it,
+    durable, to its subscribers.
     """
+    from dispatch.config import load_config
+    from dispatch.runtime import Runtime
+
     eng = Engine(policy(), BenchRouting())
-    start = 1_800_000_000.0  # set up in a clock of our own, then line it up with real time
+    start = 1_800_000_000.0  # the journal is written in a time of its own
     backlog = []
     for i in range(n_open - n_due):
         backlog += eng.create(fields(i), "op", start).records
     for j in range(n_due):  # respond deadline at start + 1 + j/n_due
         backlog += eng.create(fields(n_open + j), "op", start - 59 + j / n_due).records
     backlog += eng.fire_due(start).records  # their warnings are already past
-    store = SqliteStore(store_path, synchronous="FULL") if store_path else None
-    if store:
-        await store.open()
-        for k in range(0, len(backlog), 5000):
-            await store.append(backlog[k:k + 5000])
-    del backlog
+    store = SqliteStore(store_path, synchronous="FULL")
+    await store.open()
+    for k in range(0, len(backlog), 5000):
+        await store.append(backlog[k:k + 5000])
+    await store.close()
+    del backlog, eng
     gc.collect()
-    if freeze:
-        gc.freeze()  # what a server does after loading its state
-    offset = time.time() - (start + 0.5)
 
-    def now() -> float:
-        return time.time() - offset
+    clock = LinedUpClock(start)
+    rt = Runtime(load_config(env={}, overrides={"store": store_path}), clock=clock)
+    committed: list[float] = []
+    fired: list[float] = []
 
-    fired_late: list[float] = []
-    commit_late: list[float] = []
-    commits: list[asyncio.Task[None]] = []
+    def published(records: list[Any]) -> None:
+        t = clock.now()
+        for r in records:
+            if r.action == "breached":
+                fired.append(r.received_at - r.at)
+                committed.append(t - r.at)
 
-    async def commit(records: list[Any]) -> None:
-        assert store is not None
-        await store.append(records)
-        t_commit = now()
-        commit_late.extend(t_commit - r.at for r in records if r.action == "breached")
-
-    stop_at = start + 2.5
-    while now() < stop_at:
-        due = eng.next_due()
-        if due is None or due > stop_at:
-            break
-        await asyncio.sleep(max(0.0, due - now()))
-        out = eng.fire_due(now())
-        t_fire = now()
-        fired_late += [t_fire - r.at for r in out.records if r.action == "breached"]
-        if store and out.records:  # as the runtime: the commit does not hold up the next firing
-            commits.append(asyncio.create_task(commit(out.records)))
-    await asyncio.gather(*commits)
-    if store:
-        await store.close()
-    gc.unfreeze()
-    return {"breaches": len(fired_late), "fire_p50_ms": pct(fired_late, 50) * 1e3,
-            "fire_p99_ms": pct(fired_late, 99) * 1e3,
-            "commit_p50_ms": pct(commit_late, 50) * 1e3 if commit_late else float("nan"),
-            "commit_p99_ms": pct(commit_late, 99) * 1e3 if commit_late else float("nan")}
+    rt.subscribe(published)
+    await rt.start()
+    clock.line_up()  # before the deadline loop first runs: it sees the lined-up clock
+    try:
+        while clock.now() < start + 2.5 and len(fired) < n_due:
+            await asyncio.sleep(0.05)
+    finally:
+        await rt.stop()
+    return {"breaches": len(fired), "fire_p50_ms": pct(fired, 50) * 1e3,
+            "fire_p99_ms": pct(fired, 99) * 1e3,
+            "commit_p50_ms": pct(committed, 50) * 1e3,
+            "commit_p99_ms": pct(committed, 99) * 1e3}
 
 
 # -- 3. embedded store ----------------------------------------------------------------------
@@ -303,9 +313,8 @@ def render(r: dict[str, Any], quick: bool) -> str:
         f"Measured {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC on {machine()}"
         f"{' (quick run: smaller sizes)' if quick else ''}.",
         "Re-run with `.venv/bin/python -m bench` (everything) or `-m bench.bench_core` (this "
-        "section alone). The "
-        "machine is shared with other work: repeated runs vary by up to ±40 %, the "
-        "throughput figures most.", "",
+        f"section alone). One run, {report.load_note()}: read each figure against the "
+        "baseline measured beside it.", "",
         "| what | figure | target / baseline |", "| --- | --- | --- |",
         f"| core: intakes applied in process ({c['open']:,} events) | "
         f"{c['creates_per_s']:,.0f}/s | — |",
@@ -341,12 +350,13 @@ def render(r: dict[str, Any], quick: bool) -> str:
         "",
         "How it was measured: `core` creates events through a routing port that costs nothing "
         "(so the figure is the engine alone) and then applies respond/depart/arrive/resolve "
-        "actions. `lateness` runs a deadline task like the runtime's on the real asyncio loop "
-        "and the real clock: sleep until `next_due()`, `fire_due(now)`, then hand the records "
-        "to SQLite without waiting for the commit, as the runtime's deadline loop does (a "
-        "sync in progress does not hold up the next deadline; records are pushed once "
-        "durable); lateness is firing time minus due time, and the next row is the time "
-        "until committed. `store` drives `Engine.create` + "
+        "actions. `lateness` writes the open events to a SQLite journal, starts a "
+        "`dispatch.runtime.Runtime` on it (default configuration) and lets the runtime's own "
+        "deadline loop fire the breaches on the real asyncio loop, its clock lined up with "
+        "the deadlines once the journal is replayed; lateness is the firing time the runtime "
+        "wrote in each breach record minus its due time, and the next row the time until "
+        "the runtime published it, durable, to its subscribers. `store` drives "
+        "`Engine.create` + "
         "`SqliteStore.append` with 256 concurrent intakes; latency is the time `append` "
         "takes. With the default GC thresholds the p99 is set by full garbage collections "
         f"over the growing live state; `gc.set_threshold{GC_TUNED}` (and `gc.freeze()` after "

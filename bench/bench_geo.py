@@ -288,7 +288,7 @@ def render(rows: list[tuple[str, str, str]], quick: bool) -> str:
     now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
     head = (f"## Geography\n\nMeasured {now} on {os.cpu_count()} cores (load average "
-            f"{load} at the end: the machine is shared), {_cpu()}, Python "
+            f"{load} at the end), {_cpu()}, Python "
             f"{platform.python_version()}, shapely {shapely.__version__}, numpy "
             f"{np.__version__}{' (--quick run)' if quick else ''}. Re-run with "
             "`.venv/bin/python -m bench` (everything) or `-m bench.bench_geo` (this section "
@@ -311,8 +311,7 @@ def render(rows: list[tuple[str, str, str]], quick: bool) -> str:
            "for the same points. "
            "The synthetic province is built in memory: 1,300 Voronoi townships in 90 "
            "counties, square grid cells cut by the township borders, 100 zones, 40,000 units. "
-           "The machine is shared with other work, so p99 figures move between runs (by "
-           "several times when the load average is high); read each against the bare "
+           "p99 figures move with the load average given above: read each against the bare "
            "`STRtree.query` p99 of the same run.\n")
     return head + body + how
 

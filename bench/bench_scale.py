@@ -387,8 +387,8 @@ def _how(quick: bool, geo: list[dict], budget_s: float) -> str:
     d = geo[0]
     return (
         f"Measured {machine()}, load average "
-        f"{', '.join(f'{v:.1f}' for v in os.getloadavg())} at the end (the machine is "
-        f"shared: single figures move by ±40 %){' — a --quick run' if quick else ''}; time "
+        f"{', '.join(f'{v:.1f}' for v in os.getloadavg())} on {os.cpu_count()} cores at the "
+        f"end{' — a --quick run' if quick else ''}; time "
         f"budget {budget_s:,.0f} s. Re-run with `.venv/bin/python -m bench.bench_scale` "
         "(it rewrites this section).\n\n"
         "How it was built: every size runs in a fresh Python process, so one size's memory "

@@ -12,7 +12,8 @@ POSTs leave on schedule whether or not earlier ones were answered.
 
 Figures: POST → 201 and POST → ``event.created`` on a city operator's socket, p50/p99/max at
 100, 500 and 1,000 events/s; the highest rate at which push p99 stays under 100 ms; fan-out
-(messages delivered per second) to 1,000 and 5,000 clients. The generator shares the 2 cores.
+(messages delivered per second) to 1,000 and 5,000 clients. The generator runs on the same
+machine as the server.
 """
 
 from __future__ import annotations
@@ -688,7 +689,8 @@ def render_profile(r: dict[str, Any]) -> str:
         "as in any broadcast; frames are serialised once per message and positions are "
         "batched once a second per client); `select`/`epoll` time is the loop waiting. The "
         "SQLite writer thread (canonical JSON, SHA-256 chain, `COMMIT`) is not in this "
-        "profile but competes for the GIL and the 2 cores, as does the load generator. The "
+        f"profile but competes for the GIL and the {os.cpu_count()} cores, as does the load "
+        "generator. The "
         "bare baseline does no routing, no journal (no fsync, no hashing), no timers and no "
         "auth, and answers before anything is durable: that is the gap.",
     ])

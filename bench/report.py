@@ -28,6 +28,14 @@ def machine() -> str:
             f"{dt.date.today().isoformat()}")
 
 
+def load_note() -> str:
+    """The load average against the core count, read now: what the figures were measured
+    under (computed on every run, never a fixed claim about the machine)."""
+    one, five, fifteen = os.getloadavg()
+    return (f"load average {one:.1f} / {five:.1f} / {fifteen:.1f} (1 / 5 / 15 min) on "
+            f"{os.cpu_count()} cores at the end")
+
+
 def percentile(xs: list[float], p: float) -> float | None:
     """Nearest-rank percentile; None for no data."""
     if not xs:

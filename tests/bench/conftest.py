@@ -1,0 +1,9 @@
+"""``bench`` is a folder of the repository, not an installed package: make it importable for
+every test here, whichever file runs first (or alone)."""
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
