@@ -20,12 +20,12 @@ import re
 from datetime import datetime
 from typing import Any
 
+from dispatch.core.lifecycle import ACTIONS  # noqa: F401 - the edge's import; defined there
 from geo.coords import CoordinateError, to_wgs84, validate
 
 MAX_DESCRIPTION = 2000
 MAX_INT_DIGITS = 15
 MAX_ACCURACY_M = 100_000.0
-ACTIONS = ("respond", "depart", "arrive", "resolve", "cancel", "escalate", "reassign")
 
 # Contract §3 Bounds: client times from 2000-01-01T00:00:00Z ...
 MIN_CLIENT_TIME = 946_684_800.0

@@ -155,7 +155,7 @@ def test_stage_and_status_names_are_defined_once() -> None:
     names = {"STAGES", "STAGE_DONE", "STATUSES", "OPEN_STATUSES", "TERMINAL_STATUSES", "DONE",
              "OPEN"}
     spelled = {frozenset(lc.STAGES), frozenset(lc.OPEN_STATUSES), frozenset(lc.STATUSES),
-               frozenset(lc.STAGE_DONE.values())}
+               frozenset(lc.STAGE_DONE.values()), frozenset(lc.ACTIONS)}
     root = Path(__file__).parents[2]
     found = []
     for path in sorted([*(root / "dispatch").rglob("*.py"), *(root / "geo").rglob("*.py")]):
