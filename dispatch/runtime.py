@@ -8,10 +8,12 @@ command may have moved it) and calls ``engine.fire_due(now)``: one deadline book
 timer per event. On start the engine is rebuilt from the journal, and deadlines that passed
 while the server was down fire once, before the server takes requests.
 
-With a shared store (``store: redis://…``) the runtime hands commands, following and the
-deadline loop to ``dispatch.cluster.Cluster``: appends become compare-and-set retries across
-instances, other instances' records are followed and published, and deadlines are claimed
-from Redis so that each fires once (docs/redis.md). The embedded path is unchanged.
+What depends on other instances sharing the journal sits behind a ``Coordination``
+(``dispatch.coordination``): embedded, nothing to follow and every deadline is ours; on Redis
+(``dispatch.cluster.RedisCoordination``) an append may lose a compare-and-set to another
+instance (the command runs again on the caught-up engine), other instances' records are
+followed and published, deadlines are claimed with a lease so that each fires once, and unit
+positions are shared (docs/redis.md). The pipeline and the loop here are the same for both.
 """
 
 from __future__ import annotations
@@ -20,12 +22,16 @@ import asyncio
 import contextlib
 import logging
 import math
-from collections.abc import Callable
+import random
+import time
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from dispatch.clock import Clock, SystemClock
 from dispatch.config import Config
+from dispatch.coordination import Coordination, LocalCoordination, StoreUnavailableError
 from dispatch.core.engine import Engine, Outcome
+from dispatch.core.errors import ConflictError, NotFoundError
 from dispatch.core.policy import Category, Policy, TimerWindows
 from dispatch.core.records import Record
 from dispatch.routing import GeoRoutingPort
@@ -43,10 +49,10 @@ PositionListener = Callable[[str], None]
 
 
 TIMER_COMMITS_MAX = 64  # firings in flight to the store at once (bounded if it hangs)
+TIMER_RETRY_S = 1.0     # the deadline loop's pause after the store refused a firing
+RETRY_S = 5.0           # a command still refused after this long (conflicts) answers 503
 
-
-class StoreUnavailableError(Exception):
-    """The store could not make a change durable; nothing was answered."""
+__all__ = ["Runtime", "StoreUnavailableError", "build_policy"]
 
 
 def build_policy(config: Config) -> Policy:
@@ -64,7 +70,7 @@ def build_policy(config: Config) -> Policy:
 
 
 class Runtime:
-    """Engine + store + geo + the deadline loop, for one server process."""
+    """Engine + store + geo + the commit pipeline and the deadline loop, for one process."""
 
     def __init__(self, config: Config, clock: Clock | None = None,
                  dataset: GeoDataset | None = None, store: Store | None = None) -> None:
@@ -77,13 +83,14 @@ class Runtime:
                                position_max_age_s=float(config["routing"]["position_max_age_s"]))
         self.port = GeoRoutingPort(self.router, self.units)
         self.policy = build_policy(config)
-        self.engine = Engine(self.policy, self.port)
         self.store: Store = store or open_store(
             config.store, **_store_options(config))
+        self.coordination: Coordination = _coordination_for(self.store)
         self.listeners: list[Listener] = []
         self.position_listeners: list[PositionListener] = []
-        self.cluster: Any = None  # dispatch.cluster.Cluster when the store is shared
-        self.published_seq = 0
+        self._engine = Engine(self.policy, self.port)
+        self._unfollow_busy = self.units.follow_busy(self._engine.busy_map())
+        self._published_seq = 0
         self._wake = asyncio.Event()
         # when the deadline loop will next look; a change only wakes it to look earlier
         # (an intake's deadlines are usually later than the earliest one already waited for)
@@ -91,15 +98,30 @@ class Runtime:
         self._timer_commits: set[asyncio.Task[None]] = set()
         self._timer_failed = False
         self._timer_task: asyncio.Task[None] | None = None
-        self._lock = asyncio.Lock()
         self.healthy = True
         self.fired_total: dict[str, int] = {}
+
+    # -- reading -----------------------------------------------------------------------------
+    @property
+    def engine(self) -> Engine:
+        """The engine: the state commands are made on (may run ahead of the journal)."""
+        return self._engine
 
     @property
     def view(self) -> Engine:
         """The committed read model (interface 2): ``get``, ``events``, ``open_events``,
         ``busy_units``, ``last_seq``. For now the engine itself."""
-        return self.engine
+        return self._engine
+
+    @property
+    def published_seq(self) -> int:
+        """The seq of the last record handed to the listeners (durable)."""
+        return self._published_seq
+
+    @property
+    def cluster(self) -> Coordination | None:
+        """The coordination when the journal is shared (for its metrics), else None."""
+        return self.coordination if getattr(self.store, "shared", False) else None
 
     def subscribe(self, listener: Listener) -> Callable[[], None]:
         """Call ``listener(records)`` after each durable change; returns an unsubscribe."""
@@ -114,37 +136,66 @@ class Runtime:
     def share_position(self, unit: str, lon: float, lat: float, at: float,
                        accuracy_m: float | None = None) -> None:
         """A position reported here: tell the other instances (no-op when embedded)."""
-        if self.cluster is not None:
-            self.cluster.share_position(unit, lon, lat, at, accuracy_m)
+        self.coordination.share_position(unit, lon, lat, at, accuracy_m)
 
-    def position_changed(self, unit: str) -> None:
+    def wake(self) -> None:
+        """The deadline book may have changed: let the deadline loop look again."""
+        self._wake.set()
+
+    # -- what a coordination asks of the runtime (``coordination.Host``) -------------------
+    def position_reported(self, unit: str, lon: float, lat: float, at: float,
+                          accuracy_m: float | None, notify: bool = True) -> None:
+        """Another instance reported a unit's position: keep it, tell the listeners."""
+        try:
+            stored = self.units.update_position(unit, lon, lat, at, accuracy_m=accuracy_m)
+        except Exception:
+            return
+        if not (stored and notify):
+            return
         for listener in list(self.position_listeners):
             try:
                 listener(unit)
             except Exception:
                 log.exception("position listener failed")
 
-    def wake(self) -> None:
-        """The deadline book may have changed: let the deadline loop look again."""
+    def rollback_to(self, seq: int) -> bool:
+        """Undo the engine's records after ``seq`` (the store refused them)."""
+        try:
+            self._engine.rollback(seq)
+        except ValueError:
+            return False
+        return True
+
+    def refuse_changes(self, reason: str) -> None:
+        """The engine cannot be brought back to the journal: refuse changes until restarted."""
+        log.error("refusing changes until restarted: %s", reason)
+        self.healthy = False
+
+    def replace_engine(self, engine: Engine) -> None:
+        """Take ``engine`` (rebuilt from the journal) as the state."""
+        self._unfollow_busy()
+        self._engine = engine
+        self._unfollow_busy = self.units.follow_busy(engine.busy_map())
+        self._published_seq = engine.last_seq
         self._wake.set()
 
+    def absorb(self, records: Iterable[Record]) -> None:
+        """Apply durable records made by another instance and publish the new ones."""
+        new = [r for r in records if self._engine.apply(r)]
+        if new:
+            self._publish(new)
+            self._wake.set()
+
+    # -- life --------------------------------------------------------------------------------
     async def start(self) -> None:
         """Open the store, rebuild state from the journal, fire overdue deadlines once."""
         await self.store.open()
         snap = await self.store.load_snapshot()
         if snap is not None:
-            self.engine = Engine.restore(snap[1], self.policy, self.port)
-        await replay(self.store, self.engine)
-        self.published_seq = self.engine.last_seq
-        if getattr(self.store, "shared", False):
-            from dispatch.cluster import Cluster
-
-            self.cluster = Cluster(self, self.store)  # type: ignore[arg-type]
-            await self.cluster.start()
-            await self.fire_due()
-            self._timer_task = asyncio.create_task(self.cluster.deadline_loop(),
-                                                   name="deadlines")
-            return
+            self.replace_engine(Engine.restore(snap[1], self.policy, self.port))
+        await replay(self.store, self._engine)
+        self._published_seq = self._engine.last_seq
+        await self.coordination.start(self)
         await self.fire_due()
         self._timer_task = asyncio.create_task(self._deadline_loop(), name="deadlines")
 
@@ -160,11 +211,10 @@ class Runtime:
                 await self._timer_task
         if self._timer_commits:  # firings still being made durable
             await asyncio.gather(*self._timer_commits, return_exceptions=True)
-        if self.cluster is not None:
-            await self.cluster.stop()
-        if self.healthy and self.engine.last_seq == self.published_seq:
+        await self.coordination.stop()
+        if self.healthy and self._engine.last_seq == self._published_seq:
             try:
-                await self.store.save_snapshot(self.engine.last_seq, self.engine.snapshot())
+                await self.store.save_snapshot(self._engine.last_seq, self._engine.snapshot())
             except Exception:
                 log.exception("snapshot failed; the next start replays the whole journal")
         await self.store.close()
@@ -177,107 +227,143 @@ class Runtime:
 
         ``fields["caller"]`` and ``may_read`` scope duplicate detection (``Engine.create``).
         """
-        if self.cluster is not None:
-            return await self.cluster.run(  # type: ignore[no-any-return]
-                lambda now: self.engine.create(fields, actor, now,
-                                               idempotency_key=idempotency_key,
-                                               may_read=may_read))
-        out = self.engine.create(fields, actor, self.clock.now(),
-                                 idempotency_key=idempotency_key, may_read=may_read)
-        await self._commit(out.records)
-        return out
+        return await self._commit(lambda now: self._engine.create(
+            fields, actor, now, idempotency_key=idempotency_key, may_read=may_read))
 
     async def act(self, event_id: str, action: str, actor: str, **kw: Any) -> Outcome:
         """A lifecycle action (respond, depart, …) carried out and made durable."""
-        if self.cluster is not None:
-            return await self.cluster.run(  # type: ignore[no-any-return]
-                lambda now: self.engine.act(event_id, action, actor, now, **kw))
-        out = self.engine.act(event_id, action, actor, self.clock.now(), **kw)
-        await self._commit(out.records)
-        return out
+        return await self._commit(lambda now: self._engine.act(event_id, action, actor, now,
+                                                               **kw))
 
-    async def fire_due(self) -> Outcome:
-        """Fire every warning, breach and escalation due now (shared store: if claimed)."""
-        if self.cluster is not None:
-            return await self.cluster.fire_claimed(  # type: ignore[no-any-return]
-                self.clock.now())
-        out = self.engine.fire_due(self.clock.now())
-        for rec in out.records:
-            self.fired_total[rec.action] = self.fired_total.get(rec.action, 0) + 1
-        await self._commit(out.records)
-        return out
+    async def fire_due(self, fired: asyncio.Future[float] | None = None) -> Outcome:
+        """Fire every warning, breach and escalation due now that this instance claims.
 
-    async def _commit(self, records: list[Record]) -> None:
-        if not records:
-            return
-        due = self.engine.next_due()
-        if due is not None and due < self._wait_until:
-            self._wake.set()  # the deadline loop sleeps past the new earliest deadline
+        ``fired`` (the deadline loop's) is set once the firing is handed to the store, or
+        with how long to wait when another instance claimed what is due.
+        """
         try:
-            stored = await self.store.append(records)
-        except Exception as exc:
-            # Nothing is answered: undo what the engine did so its state is the journal's.
-            log.exception("store append failed; the change is undone and refused")
-            try:
-                self.engine.rollback(records[0].seq - 1)
-            except ValueError:
-                self.healthy = False  # cannot undo: stop taking changes until restarted
-            raise StoreUnavailableError(str(exc)) from exc
-        self.published(stored or records)
+            now = self.clock.now()
+            due = self._engine.next_due()
+            claim = await self.coordination.claim(now, 0.0 if due is None else now - due)
+            if claim is None:  # another instance fires it; its records reach us by following
+                if fired is not None and not fired.done():
+                    fired.set_result(await self.coordination.idle_wait(self.clock.now()))
+                return Outcome(None, [])
+            out = await self._commit(lambda t: self._engine.fire_due(t), fired)
+            for rec in out.records:
+                self.fired_total[rec.action] = self.fired_total.get(rec.action, 0) + 1
+            await self.coordination.release(claim)
+            return out
+        finally:
+            if fired is not None and not fired.done():
+                fired.set_result(0.0)
 
-    def published(self, records: list[Record], confirm: bool = True) -> None:
-        """Records are durable: free their undo entries and hand them to the listeners."""
-        if confirm:
-            self.engine.confirm(records[-1].seq)
-        self.published_seq = max(self.published_seq, records[-1].seq)
+    async def _commit(self, make: Callable[[float], Outcome],
+                      made: asyncio.Future[float] | None = None) -> Outcome:
+        """The one commit pipeline: make the records on the engine with ``now``, append them
+        (again after a lost compare-and-set, on the caught-up engine), then publish."""
+        give_up = time.monotonic() + RETRY_S
+        caught_up = False
+        conflicts = 0
+        while time.monotonic() < give_up:
+            await self.coordination.ready()
+            try:
+                out = make(self.clock.now())
+            except NotFoundError:
+                if caught_up or not await self.coordination.catch_up():
+                    raise
+                caught_up = True  # created on another instance a moment ago?
+                continue
+            if made is not None and not made.done():
+                made.set_result(0.0)  # the loop resumes once the records are queued below
+            if not out.records:
+                return out
+            due = self._engine.next_due()
+            if due is not None and due < self._wait_until:
+                self._wake.set()  # the deadline loop sleeps past the new earliest deadline
+            try:
+                stored = await self.coordination.append(out)
+            except ConflictError:
+                conflicts += 1
+                if conflicts > 2:  # others keep winning: step aside a moment (jitter)
+                    await asyncio.sleep(random.uniform(0, 0.002 * min(conflicts, 10)))
+                continue
+            self._engine.confirm(stored[-1].seq if stored else out.records[-1].seq)
+            self._publish(stored or out.records)
+            return out
+        raise StoreUnavailableError("the journal is too contended right now; retry")
+
+    def _publish(self, records: list[Record]) -> None:
+        """Records are durable: hand them to the listeners."""
+        self._published_seq = max(self._published_seq, records[-1].seq)
         for listener in list(self.listeners):
             try:
                 listener(records)
             except Exception:  # a failing listener never breaks the bus
                 log.exception("listener failed")
 
+    # -- the deadline loop ------------------------------------------------------------------
     async def _deadline_loop(self) -> None:
         """Fire deadlines as they fall due.
 
-        Each firing runs in a task of its own that fires and hands the records to the store
-        in one step (so they reach the journal in seq order with every other change), then
-        waits for the commit while this loop goes back to the book: deadlines that fall due
-        while the journal syncs fire on time instead of waiting for that sync (the writer
-        commits them together); they are pushed, in seq order, once durable. When the store
-        refuses a firing the engine is rolled back (``_commit``) and the loop waits a second
-        before firing again.
+        Each firing runs in a task of its own that claims, fires and hands the records to the
+        store in one step (so they reach the journal in seq order with every other change),
+        then waits for the commit while this loop goes back to the book: deadlines that fall
+        due while the journal syncs fire on time instead of waiting for that sync; they are
+        pushed, in seq order, once durable. When the store refuses a firing the engine is
+        rolled back and the loop pauses ``TIMER_RETRY_S`` before firing again. When another
+        instance claimed what is due, the loop waits for its records (or the claim's lease).
         """
         loop = asyncio.get_running_loop()
         while True:
-            due = self.engine.next_due()
-            delay = None if due is None else max(0.0, due - self.clock.now())
+            due = self._engine.next_due()
+            now = self.clock.now()
             self._wait_until = math.inf if due is None else due
             self._wake.clear()
-            if delay is None or delay > 0:
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=delay)
+            if due is None or due > now:
+                await self._sleep(None if due is None else due - now)
                 continue
             if self._timer_failed:
                 self._timer_failed = False
-                await asyncio.sleep(1.0)
+                await asyncio.sleep(TIMER_RETRY_S)
+                continue
+            if not self.coordination.may_fire():
+                await asyncio.sleep(0.1)
                 continue
             if len(self._timer_commits) >= TIMER_COMMITS_MAX:
                 await asyncio.wait(self._timer_commits, return_when=asyncio.FIRST_COMPLETED)
                 continue
-            fired: asyncio.Future[None] = loop.create_future()
+            fired: asyncio.Future[float] = loop.create_future()
             task = asyncio.create_task(self._fire_and_commit(fired))
             self._timer_commits.add(task)
             task.add_done_callback(self._timer_commits.discard)
-            await fired  # fired and handed to the store; the commit goes on in the task
+            wait = await fired  # fired and handed to the store; the commit goes on in the task
+            if wait > 0:
+                await self._sleep(wait)
 
-    async def _fire_and_commit(self, fired: asyncio.Future[None]) -> None:
-        # the loop resumes only after this step has fired and queued the records
-        fired.set_result(None)
+    async def _sleep(self, delay: float | None) -> None:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout=delay)
+
+    async def _fire_and_commit(self, fired: asyncio.Future[float]) -> None:
         try:
-            await self.fire_due()
+            await self.fire_due(fired)
         except StoreUnavailableError:
             self._timer_failed = True
             self._wake.set()
+        except Exception as exc:  # Redis unreachable while claiming: try again shortly
+            log.warning("firing deadlines failed: %s", exc)
+            self._timer_failed = True
+            self._wake.set()
+
+
+def _coordination_for(store: Store) -> Coordination:
+    """Local for an embedded store; Redis's when the store is shared by instances."""
+    if getattr(store, "shared", False):
+        from dispatch.cluster import RedisCoordination
+
+        return RedisCoordination(store)  # type: ignore[arg-type]
+    return LocalCoordination(store)
 
 
 def _store_options(config: Config) -> dict[str, Any]:

@@ -9,16 +9,26 @@ team base is used instead, and the explanation says so.
 from __future__ import annotations
 
 import math
-from collections.abc import Container
+from collections.abc import Callable, Container, Iterator
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from geo.areas import R_EARTH_M, haversine_m
 from geo.coords import validate
 from geo.model import GeoDataset
+
+
+class BusyMap(Protocol):
+    """The busy units (e.g. the engine's ``BusyUnits``), telling each change to subscribers."""
+
+    def __iter__(self) -> Iterator[str]: ...
+
+    def __contains__(self, unit: object) -> bool: ...
+
+    def subscribe(self, fn: Callable[[str, bool], None]) -> Callable[[], None]: ...
 
 
 def _unit_xyz(lon: float, lat: float) -> tuple[float, float, float]:
@@ -93,7 +103,7 @@ class UnitIndex:
         self._until = np.full(n, -np.inf)      # report trusted until this time
         self._last_now = -np.inf
         self._next_expiry = np.inf             # the earliest _until among used reports
-        self._watched: object = None           # the busy map whose changes _mask follows
+        self._watched: object = None           # the busy map _mask follows (follow_busy)
         self._mask = np.zeros(n, dtype=bool)
         self._rank = np.array([u.id for u in order], dtype=object).argsort(kind="stable")
         self._id_rank = np.empty(n, dtype=np.int64)
@@ -156,19 +166,14 @@ class UnitIndex:
                 "accuracy_m": self._acc[i], "source": src, "age_s": age}
 
     # -- picking -----------------------------------------------------------------------------
-    def _busy_mask(self, busy: Container[str]) -> np.ndarray | None:
-        """A boolean mask of busy slots, when ``busy`` tells its changes (``watch``).
+    def follow_busy(self, busy: BusyMap) -> Callable[[], None]:
+        """Keep a boolean mask of ``busy``'s units, kept up to date by its subscription.
 
-        The first time a watchable map is seen its mask is built (one pass), then kept up to
-        date by its change callbacks; each recommendation then costs no per-unit lookups.
+        Recommendations given this very map then cost no per-unit lookups; any other map is
+        tested unit by unit. Returns a callable that stops following (a replaced engine).
         """
-        if busy is self._watched:
-            return self._mask
-        watch = getattr(busy, "watch", None)
-        if watch is None:
-            return None
         mask = np.zeros(len(self.unit_ids), dtype=bool)
-        for u in busy:  # type: ignore[attr-defined]
+        for u in busy:
             s = self._slot.get(u)
             if s is not None:
                 mask[s] = True
@@ -177,9 +182,19 @@ class UnitIndex:
             s = self._slot.get(unit)
             if s is not None and self._watched is busy:
                 self._mask[s] = flag
+
         self._watched, self._mask = busy, mask
-        watch(changed)
-        return mask
+        unsubscribe = busy.subscribe(changed)
+
+        def stop() -> None:
+            unsubscribe()
+            if self._watched is busy:
+                self._watched = None
+        return stop
+
+    def _busy_mask(self, busy: Container[str]) -> np.ndarray | None:
+        """The mask of ``busy`` when it is the followed map (``follow_busy``), else None."""
+        return self._mask if busy is self._watched else None
 
     def _available(self, idx: np.ndarray, busy: Container[str]) -> np.ndarray:
         if len(idx) == 0:

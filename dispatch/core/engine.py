@@ -7,6 +7,11 @@ state and the ``after`` of the change's ``Record``. ``create``/``act``/``fire_du
 ``apply`` replays stored records (its own after a restart, or another instance's), ignoring
 any it has already seen, so state is always a fold over the journal. All open events' timers
 live in one ``DeadlineBook``.
+
+Effects: besides the records, an ``Outcome`` carries, per event the command touched, its
+live deadlines after the change (``Deadline(stage, kind, due)``). ``live_deadlines`` is the
+one place that says which deadlines an event has; the engine's book, the Redis sorted set
+and its append script all take that list instead of working it out again.
 """
 
 from __future__ import annotations
@@ -20,14 +25,13 @@ from typing import Any
 import orjson
 
 from dispatch.core import lifecycle as lc
-from dispatch.core.deadlines import DeadlineBook
+from dispatch.core.deadlines import Deadline, DeadlineBook
 from dispatch.core.errors import IllegalTransitionError, InvalidActionError, NotFoundError
+from dispatch.core.lifecycle import OPEN_STATUSES, STAGE_DONE, STAGES
 from dispatch.core.policy import Policy, TimerWindows
 from dispatch.core.records import Record
 from dispatch.core.routing import RoutingPort
 
-STAGES = ("respond", "depart", "arrive")
-STAGE_DONE = {"respond": "responded_at", "depart": "departed_at", "arrive": "arrived_at"}
 SYSTEM = "system"
 _ALWAYS_BEFORE = ("status", "tier", "team", "unit")
 _NOT_DIFFED = frozenset(("timeline", "version", "seq", "updated_at"))
@@ -36,43 +40,71 @@ _NOT_DIFFED = frozenset(("timeline", "version", "seq", "updated_at"))
 UNDO_MAX = 4096
 
 
+Deadlines = tuple[Deadline, ...]
+NO_DEADLINES: Deadlines = ()
+
+
 @dataclass
 class Outcome:
-    """What a command did: the event now, and the new (not yet stored) records."""
+    """What a command did: the event now, the new (not yet stored) records, and the effect
+    on the deadline book: each touched event's live deadlines after the change."""
 
     event: dict[str, Any] | None
     records: list[Record] = field(default_factory=list)
     created: bool = False
     noop: bool = False
+    deadlines: dict[str, Deadlines] = field(default_factory=dict)
+
+
+def live_deadlines(ev: Mapping[str, Any]) -> Deadlines:
+    """The warnings and breaches still to come for ``ev``, earliest stage first.
+
+    1/3/15: an open, dispatched event has a warning and a breach per stage not yet done; a
+    fired one is gone, and a stage's warning goes with its breach (it would say nothing new).
+    """
+    if ev["status"] not in OPEN_STATUSES or ev.get("dispatched_at") is None:
+        return NO_DEADLINES
+    fired = ev["fired"]
+    out: list[Deadline] = []
+    for s in STAGES:
+        if ev[STAGE_DONE[s]] is not None or ev["deadlines"].get(s) is None:
+            continue
+        if f"{s}:breach" in fired:
+            continue
+        if f"{s}:warn" not in fired:
+            out.append(Deadline(s, "warn", float(ev["warn_at"][s])))
+        out.append(Deadline(s, "breach", float(ev["deadlines"][s])))
+    return tuple(out)
 
 
 class BusyUnits(dict[str, str]):
-    """Unit id → the open event it is on, telling watchers about each unit that becomes
-    busy or free (the unit index keeps a mask of busy slots instead of testing every unit
-    of a team against this dict on each recommendation)."""
+    """Unit id → the open event it is on, telling subscribers about each unit that becomes
+    busy or free (the unit index keeps a mask of busy slots from them instead of testing
+    every unit of a team against this dict on each recommendation)."""
 
     def __init__(self) -> None:
         super().__init__()
-        self._watchers: list[Callable[[str, bool], None]] = []
+        self._subscribers: list[Callable[[str, bool], None]] = []
 
-    def watch(self, fn: Callable[[str, bool], None]) -> None:
-        """Call ``fn(unit, busy)`` after each change from now on."""
-        self._watchers.append(fn)
+    def subscribe(self, fn: Callable[[str, bool], None]) -> Callable[[], None]:
+        """Call ``fn(unit, busy)`` after each change from now on; returns an unsubscribe."""
+        self._subscribers.append(fn)
+        return lambda: self._subscribers.remove(fn) if fn in self._subscribers else None
 
     def __setitem__(self, unit: str, event_id: str) -> None:
         fresh = unit not in self
         super().__setitem__(unit, event_id)
         if fresh:
-            for fn in self._watchers:
+            for fn in self._subscribers:
                 fn(unit, True)
 
     def __delitem__(self, unit: str) -> None:
         super().__delitem__(unit)
-        for fn in self._watchers:
+        for fn in self._subscribers:
             fn(unit, False)
 
     def _unsupported(self, *args: Any, **kwargs: Any) -> Any:
-        raise TypeError("BusyUnits changes only through [] and del (watchers must see them)")
+        raise TypeError("BusyUnits changes only through [] and del (subscribers see them)")
 
     pop = popitem = clear = update = setdefault = __ior__ = _unsupported
 
@@ -94,6 +126,7 @@ class Engine:
         self._by_external: dict[tuple[str | None, Any, str], str] = {}
         self._by_key: dict[tuple[str | None, str], str] = {}
         self._book = DeadlineBook()
+        self._live: dict[str, Deadlines] = {}  # event id → its live deadlines (non-empty)
         # undo log of the records this engine made: (seq, event id, state before, counter)
         self._undo: deque[tuple[int, str, dict[str, Any] | None, int]] = deque(
             maxlen=UNDO_MAX)
@@ -118,21 +151,24 @@ class Engine:
         """Units assigned to open events: unit id → event id (a live read-only view)."""
         return self._busy_view
 
+    def busy_map(self) -> BusyUnits:
+        """The busy units with change subscriptions (``UnitIndex.follow_busy``); the map the
+        engine hands its routing port on each recommendation. Read it, never change it."""
+        return self._busy
+
+    def deadlines_of(self, event_id: str) -> Deadlines:
+        """The live deadlines of ``event_id`` (empty when closed, undispatched or unknown)."""
+        return self._live.get(event_id, NO_DEADLINES)
+
     def next_due(self) -> float | None:
         """When ``fire_due`` next has something to do (None: nothing scheduled)."""
-        while (head := self._book.head()) is not None:
-            due, eid, stage, kind = head
-            if self._live(eid, stage, kind):
-                return due
-            self._book.drop_head()
-        return None
+        head = self._book.head()
+        return None if head is None else head[0]
 
-    def _live(self, event_id: str, stage: str, kind: str) -> bool:
-        ev = self._events.get(event_id)
-        return (ev is not None and ev["status"] in lc.OPEN_STATUSES
-                and ev[STAGE_DONE[stage]] is None and ev["deadlines"].get(stage) is not None
-                and f"{stage}:{kind}" not in ev["fired"]
-                and (kind == "breach" or f"{stage}:breach" not in ev["fired"]))
+    def _outcome(self, event: dict[str, Any] | None, records: list[Record],
+                 created: bool = False) -> Outcome:
+        dls = {r.event_id: self._live.get(r.event_id, NO_DEADLINES) for r in records}
+        return Outcome(event, records, created=created, deadlines=dls)
 
     # -- commands ---------------------------------------------------------------------------
     def create(self, fields: dict[str, Any], actor: str, now: float,
@@ -185,7 +221,7 @@ class Engine:
         self._counter += 1
         rec = self._record(ev, {k: None for k in _ALWAYS_BEFORE}, "created", actor, now, now,
                            None, None)
-        return Outcome(ev, [rec], created=True)
+        return self._outcome(ev, [rec], created=True)
 
     def act(self, event_id: str, action: str, actor: str, now: float, at: float | None = None,
             unit: str | None = None, team: str | None = None,
@@ -217,7 +253,7 @@ class Engine:
         new["timeline"].append(
             _entry(t, now, lc.PAST[action], actor, ev["status"], status, note))
         rec = self._record(new, ev, lc.PAST[action], actor, t, now, note, extra)
-        return Outcome(new, [rec])
+        return self._outcome(new, [rec])
 
     def fire_due(self, now: float) -> Outcome:
         """Every warning, breach and escalation due by ``now``, as records in due order.
@@ -226,14 +262,14 @@ class Engine:
         a breach below the city tier is followed by an ``escalated`` record (contract §5).
         """
         out: list[Record] = []
-        for due, eid, stage, kind in list(self._book.pop_due(now)):
-            if not self._live(eid, stage, kind):
-                continue
+        for eid, dl in list(self._book.pop_due(now)):
+            if dl not in self._live.get(eid, NO_DEADLINES):
+                continue  # fired or gone with an earlier firing of this call
             ev = self._events[eid]
-            if kind == "warn" and now >= ev["deadlines"][stage]:
+            if dl.kind == "warn" and now >= ev["deadlines"][dl.stage]:
                 continue  # its breach is due too and says more
-            out.extend(self._fire(ev, due, now, stage, kind))
-        return Outcome(None, out)
+            out.extend(self._fire(ev, dl.due, now, dl.stage, dl.kind))
+        return self._outcome(None, out)
 
     # -- replay -----------------------------------------------------------------------------
     def apply(self, record: Record) -> bool:
@@ -278,16 +314,14 @@ class Engine:
             if prev is None:
                 self._forget(cur)
             else:
-                self._index(cur, prev)
-                if prev["status"] in lc.OPEN_STATUSES and prev.get("dispatched_at") is not None:
-                    self._book.set(eid, _entries(prev))  # fired entries were popped
+                self._index(cur, prev, force=True)  # fired entries were popped from the book
         return touched
 
     def _forget(self, ev: dict[str, Any]) -> None:
         eid = ev["id"]
         del self._events[eid]
         self._open.pop(eid, None)
-        self._book.clear(eid)
+        self._set_deadlines(eid, NO_DEADLINES)
         if ev.get("unit") and self._busy.get(ev["unit"]) == eid:
             del self._busy[ev["unit"]]
         for index, k in self._dup_keys(ev):
@@ -362,7 +396,7 @@ class Engine:
         ev["deadlines"] = {s: now + w.window(s) for s in STAGES}
         ev["warn_at"] = {s: now + w.window(s) * (1.0 - w.warn_fraction) for s in STAGES}
         ev["fired"] = []
-        for k in ("responded_at", "departed_at", "arrived_at"):
+        for k in STAGE_DONE.values():
             ev[k] = None
         if unit is None:
             loc = ev["location"]
@@ -464,7 +498,8 @@ class Engine:
         return Record(self.last_seq, new["id"], new["version"], action, actor, at, now,
                       before, new, note, extra)
 
-    def _index(self, old: dict[str, Any] | None, ev: dict[str, Any]) -> None:
+    def _index(self, old: dict[str, Any] | None, ev: dict[str, Any],
+               force: bool = False) -> None:
         eid = ev["id"]
         self._events[eid] = ev
         if old is None:
@@ -472,40 +507,25 @@ class Engine:
                 index.setdefault(k, eid)  # the first event under a key is the one it means
         if old is not None and old.get("unit") and self._busy.get(old["unit"]) == eid:
             del self._busy[old["unit"]]
-        if ev["status"] in lc.OPEN_STATUSES:
+        if ev["status"] in OPEN_STATUSES:
             self._open[eid] = None
             if ev.get("unit"):
                 self._busy[ev["unit"]] = eid
-            if ev.get("dispatched_at") is None:  # not dispatched (again, after a rollback)
-                self._book.clear(eid)
-            elif (old is None or old.get("dispatched_at") != ev["dispatched_at"]
-                  or old.get("deadlines") != ev["deadlines"] or _revived(old, ev)):
-                self._book.set(eid, _entries(ev))
         else:
             self._open.pop(eid, None)
+        self._set_deadlines(eid, live_deadlines(ev), force)
+
+    def _set_deadlines(self, eid: str, live: Deadlines, force: bool = False) -> None:
+        """The book follows ``live``: replaced when it changed (or ``force``: after a rollback
+        the entries that fired are no longer in the heap)."""
+        if not force and live == self._live.get(eid, NO_DEADLINES):
+            return
+        if live:
+            self._live[eid] = live
+            self._book.set(eid, live)
+        else:
+            self._live.pop(eid, None)
             self._book.clear(eid)
-
-
-def _revived(old: dict[str, Any], ev: dict[str, Any]) -> bool:
-    """Whether a stage done or fired in ``old`` is live again in ``ev`` (a reassign in the
-    same instant as the dispatch keeps ``dispatched_at`` and the deadlines but restarts the
-    stages; their entries may already be gone from the book)."""
-    return (len(ev["fired"]) < len(old.get("fired", ()))
-            or (old.get("responded_at") is not None and ev["responded_at"] is None)
-            or (old.get("departed_at") is not None and ev["departed_at"] is None)
-            or (old.get("arrived_at") is not None and ev["arrived_at"] is None))
-
-
-def _entries(ev: dict[str, Any]) -> list[tuple[float, str, str]]:
-    out = []
-    for s in STAGES:
-        if ev[STAGE_DONE[s]] is not None or ev["deadlines"].get(s) is None:
-            continue
-        if f"{s}:warn" not in ev["fired"] and f"{s}:breach" not in ev["fired"]:
-            out.append((ev["warn_at"][s], s, "warn"))
-        if f"{s}:breach" not in ev["fired"]:
-            out.append((ev["deadlines"][s], s, "breach"))
-    return out
 
 
 def _copy(ev: dict[str, Any]) -> dict[str, Any]:
@@ -523,4 +543,5 @@ def _entry(at: float, received_at: float, action: str, actor: str, frm: str | No
             "from": frm, "to": to, "note": note}
 
 
-__all__ = ["Engine", "Outcome", "TimerWindows", "STAGES"]
+__all__ = ["Deadline", "Engine", "Outcome", "TimerWindows", "STAGES", "STAGE_DONE",
+           "live_deadlines"]

@@ -12,9 +12,11 @@ Two instances acting on the same event at once therefore cannot both win.
 
 The same script keeps ``{tag}:deadlines`` (a sorted set ``<event>:<stage>:<kind>`` scored
 by due time) equal to the pending timers of the journal's latest state of each event, so the
-sorted set can never disagree with the journal. ``claim`` hands out due members atomically
-with a lease (re-scored to ``now + lease_s``): an instance that dies after claiming loses
-them to another instance when the lease runs out (arq's pattern).
+sorted set can never disagree with the journal. Which timers are pending is the engine's
+effect (``Outcome.deadlines``, handed to ``append``); the script only replaces each touched
+event's members with the ones it is given, and knows no stage names. ``claim`` hands out
+due members atomically with a lease (re-scored to ``now + lease_s``): an instance that dies
+after claiming loses them to another instance when the lease runs out (arq's pattern).
 
 Strict mode (``set_failure_hook``): when a runtime drives the store, a failed or refused
 flush also fails everything queued behind it (those records were made on top of the refused
@@ -42,7 +44,7 @@ import logging
 import os
 import socket
 from collections import deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
@@ -52,20 +54,22 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from dispatch.core import lifecycle as lc
+from dispatch.core.deadlines import KINDS, Deadline
+from dispatch.core.engine import live_deadlines
 from dispatch.core.errors import ConflictError, StoreTimeoutError
+from dispatch.core.lifecycle import STAGES
 from dispatch.core.records import GENESIS, Encoded, Record, chain_pre_encoded, encode_all
 from dispatch.store.base import check_batch
 from dispatch.store.redis_keys import DEFAULT_TAG, SENTINEL_SCHEME, Keys
 
 log = logging.getLogger("dispatch.store.redis")
 
-_STAGES = ("respond", "depart", "arrive")
-_DONE = {"respond": "responded_at", "depart": "departed_at", "arrive": "arrived_at"}
-_MEMBERS = [f"{s}:{k}" for s in _STAGES for k in ("warn", "breach")]
+# every member suffix an event can have in the deadline set (``<stage>:<kind>``)
+MEMBER_SUFFIXES = tuple(f"{s}:{k}" for s in STAGES for k in KINDS)
 
 # KEYS: head, journal, deadlines. ARGV: expected seq, expected hash, n, n x (seq, hash, data),
-# m, m x (event id, k, k x (member suffix, score)). Returns {1|0, head seq, head hash}.
+# s, s x member suffix (all an event can have), m, m x (event id, k, k x (member suffix,
+# score)). Returns {1|0, head seq, head hash}.
 APPEND_LUA = """
 local h = redis.call('HMGET', KEYS[1], 'seq', 'hash')
 local seq = tonumber(h[1] or '0')
@@ -80,12 +84,15 @@ for j = 1, n do
   seq = tonumber(ARGV[i]); hash = ARGV[i + 1]
   i = i + 3
 end
+local ns = tonumber(ARGV[i]); i = i + 1
+local suffixes = {}
+for j = 1, ns do suffixes[j] = ARGV[i]; i = i + 1 end
 local m = tonumber(ARGV[i]); i = i + 1
 for j = 1, m do
   local eid = ARGV[i]; local k = tonumber(ARGV[i + 1]); i = i + 2
-  redis.call('ZREM', KEYS[3], eid .. ':respond:warn', eid .. ':respond:breach',
-             eid .. ':depart:warn', eid .. ':depart:breach',
-             eid .. ':arrive:warn', eid .. ':arrive:breach')
+  local gone = {}
+  for q = 1, ns do gone[q] = eid .. ':' .. suffixes[q] end
+  redis.call('ZREM', KEYS[3], unpack(gone))
   for q = 1, k do
     redis.call('ZADD', KEYS[3], ARGV[i + 1], eid .. ':' .. ARGV[i]); i = i + 2
   end
@@ -193,11 +200,15 @@ def parse_sentinel_url(url: str) -> tuple[SentinelTarget, dict[str, str]]:
     return SentinelTarget(tuple(hosts), path[0], db, username, password), opts
 
 
+DeadlineEffects = Mapping[str, Sequence[Deadline]]
+
+
 @dataclass
 class _Item:
     records: list[Record]
     fut: asyncio.Future[Any]
     encoded: list[Encoded]
+    deadlines: DeadlineEffects | None = None
     out: list[Record] = field(default_factory=list)
 
 
@@ -211,22 +222,6 @@ def split_url(url: str) -> tuple[str, dict[str, str]]:
         else:
             theirs.append((k, v))
     return urlunsplit(parts._replace(query=urlencode(theirs))), ours
-
-
-def live_deadlines(ev: dict[str, Any]) -> list[tuple[str, float]]:
-    """(``stage:kind``, due) of an event's pending timers, as the engine's book holds them."""
-    if ev.get("status") not in lc.OPEN_STATUSES or ev.get("dispatched_at") is None:
-        return []
-    fired = ev.get("fired") or ()
-    out = []
-    for s in _STAGES:
-        if ev.get(_DONE[s]) is not None or (ev.get("deadlines") or {}).get(s) is None:
-            continue
-        if f"{s}:warn" not in fired and f"{s}:breach" not in fired:
-            out.append((f"{s}:warn", float(ev["warn_at"][s])))
-        if f"{s}:breach" not in fired:
-            out.append((f"{s}:breach", float(ev["deadlines"][s])))
-    return out
 
 
 class RedisStore:
@@ -356,8 +351,15 @@ class RedisStore:
         return (int(seq) if seq else 0, h.decode() if h else GENESIS)
 
     # -- the protocol ------------------------------------------------------------------------
-    async def append(self, records: list[Record]) -> list[Record]:
-        """Durable (as Redis is) when it returns; ``ConflictError`` if the journal moved on."""
+    async def append(self, records: list[Record],
+                     deadlines: DeadlineEffects | None = None) -> list[Record]:
+        """Durable (as Redis is) when it returns; ``ConflictError`` if the journal moved on.
+
+        ``deadlines``: the engine's effect on the deadline book (``Outcome.deadlines``: each
+        touched event's live deadlines after the change), written to the sorted set in the
+        same script. Without it (a tool appending records) they are taken from each event's
+        last ``after`` by the engine's own ``live_deadlines``.
+        """
         if not records:
             return []
         if self._flusher is None:
@@ -365,7 +367,7 @@ class RedisStore:
         # encoded here, so a record that cannot be encoded fails its own caller only
         encoded = encode_all(records)
         fut = asyncio.get_running_loop().create_future()
-        item = _Item(list(records), fut, encoded)
+        item = _Item(list(records), fut, encoded, deadlines)
         self._queue.append(item)
         self._kick.set()
         try:
@@ -489,6 +491,39 @@ class RedisStore:
         got = await self.r.zrange(self.keys.deadlines, 0, 0, withscores=True)
         return float(got[0][1]) if got else None
 
+    # -- unit positions, shared between instances -------------------------------------------
+    async def put_position(self, unit: str, lon: float, lat: float, data: bytes) -> None:
+        """Keep ``data`` as the unit's last position and tell every instance (``positions``)."""
+        r = self.r
+        if r is None:
+            return
+        async with r.pipeline(transaction=False) as p:
+            p.hset(self.keys.positions, unit, data)
+            p.geoadd(self.keys.positions_geo, (lon, lat, unit))
+            p.publish(self.keys.positions_channel, data)
+            await p.execute()
+
+    async def load_positions(self) -> list[bytes]:
+        """Every unit's last shared position (``put_position``'s data)."""
+        assert self.r is not None, "the store is not open"
+        return list((await self.r.hgetall(self.keys.positions)).values())
+
+    async def positions(self) -> AsyncIterator[bytes]:
+        """Positions as ``put_position`` publishes them, on a connection of their own, until
+        the connection fails (the caller subscribes again)."""
+        conn = self.follower_connection(None)
+        pubsub = conn.pubsub()
+        try:
+            await pubsub.subscribe(self.keys.positions_channel)
+            async for msg in pubsub.listen():
+                if msg.get("type") == "message":
+                    yield msg["data"]
+        finally:
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()
+            with contextlib.suppress(Exception):
+                await conn.aclose()
+
     # -- the flusher -------------------------------------------------------------------------
     async def _run(self) -> None:
         while True:
@@ -528,7 +563,7 @@ class RedisStore:
         last_seq, last_hash = exp_seq, exp_hash
         sent: list[_Item] = []
         args: list[Any] = []
-        events: dict[str, dict[str, Any]] = {}
+        events: dict[str, Sequence[Deadline]] = {}
         for i, item in enumerate(batch):
             try:
                 check_batch(item.records, last_seq)
@@ -544,21 +579,17 @@ class RedisStore:
             item.out = [r for r, _ in sealed]
             for r, data in sealed:
                 args += [r.seq, r.hash, data]
-                events[r.event_id] = r.after
+            events.update(_effects(item))
             last_seq, last_hash = item.out[-1].seq, item.out[-1].hash
             sent.append(item)
         if not sent:
             return
         nrec = len(args) // 3
-        tail: list[Any] = [len(events)]
-        for eid, ev in events.items():
-            try:
-                live = live_deadlines(ev)
-            except (KeyError, TypeError, ValueError):
-                live = []
+        tail: list[Any] = [len(MEMBER_SUFFIXES), *MEMBER_SUFFIXES, len(events)]
+        for eid, live in events.items():
             tail += [eid, len(live)]
-            for member, due in live:
-                tail += [member, repr(due)]
+            for d in live:
+                tail += [f"{d.stage}:{d.kind}", repr(float(d.due))]
         try:
             ok, seq, h = await self._call_append(
                 [self.keys.head, self.keys.journal, self.keys.deadlines],
@@ -615,6 +646,19 @@ class RedisStore:
             item.fut.set_exception(exc)
         if hook and self._hook is not None and first is not None:
             self._hook(first, exc)
+
+
+def _effects(item: _Item) -> dict[str, Sequence[Deadline]]:
+    """Each event of ``item``'s records → its live deadlines after them."""
+    if item.deadlines is not None:
+        return {r.event_id: item.deadlines.get(r.event_id, ()) for r in item.records}
+    out: dict[str, Sequence[Deadline]] = {}
+    for r in item.records:
+        try:
+            out[r.event_id] = live_deadlines(r.after)
+        except (KeyError, TypeError, ValueError, AttributeError):
+            out[r.event_id] = ()  # not an event the engine made (a store test's record)
+    return out
 
 
 def _record(fields: dict[bytes, bytes]) -> Record:

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from dispatch.core.errors import ConflictError
-from dispatch.store.redis import RedisStore, live_deadlines
+from dispatch.core.deadlines import Deadline
+from dispatch.store.redis import RedisStore
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "core"))
 sys.path.insert(0, str(Path(__file__).parents[1] / "store"))
@@ -44,8 +45,8 @@ async def test_deadline_set_mirrors_the_journal(pair):
     await a.append(sc.records)
     z = await zset(a)
     for ev in (e1, e2):
-        for member, due in live_deadlines(sc.engine.get(ev["id"])):
-            assert z[f"{ev['id']}:{member}"] == pytest.approx(due)
+        for d in sc.engine.deadlines_of(ev["id"]):
+            assert z[f"{ev['id']}:{d.stage}:{d.kind}"] == pytest.approx(d.due)
     assert len(z) == 12  # 3 stages x (warn, breach) x 2 events
     n = len(sc.records)
     sc.act(e1["id"], "respond")
@@ -55,6 +56,24 @@ async def test_deadline_set_mirrors_the_journal(pair):
     assert not any(m.startswith(e2["id"]) for m in z)  # closed: no timers
     assert not any(m.startswith(f"{e1['id']}:respond") for m in z)  # stage done
     assert f"{e1['id']}:depart:breach" in z
+
+
+async def test_deadline_set_takes_the_engines_effects(pair):
+    """The append script writes the deadlines it is handed (the engine's ``Outcome``
+    effects), replacing the event's members, and works out none itself."""
+    a, _ = pair
+    sc = Scenario()
+    out = sc.engine.create(sc.fields(T1), "op", sc.clock.now())
+    eid = out.event["id"]
+    assert [tuple(d)[:2] for d in out.deadlines[eid]] == [
+        (s, k) for s in ("respond", "depart", "arrive") for k in ("warn", "breach")]
+    await a.append(out.records, {eid: (Deadline("depart", "breach", 1234.5),)})
+    assert await zset(a) == {f"{eid}:depart:breach": 1234.5}
+    later = sc.engine.act(eid, "respond", "op", sc.clock.now())
+    await a.append(later.records, later.deadlines)
+    assert await zset(a) == {f"{eid}:{d.stage}:{d.kind}": pytest.approx(d.due)
+                             for d in later.deadlines[eid]}
+    assert len(later.deadlines[eid]) == 4  # respond is done: depart and arrive remain
 
 
 async def test_claims_are_exclusive_and_leased(pair):

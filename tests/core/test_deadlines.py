@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dispatch.core.deadlines import DeadlineBook
+from dispatch.core.deadlines import Deadline, DeadlineBook
 
 ops = st.lists(st.one_of(
     st.tuples(st.just("set"), st.integers(0, 5),
@@ -22,13 +22,13 @@ def test_book_matches_a_plain_model(steps: list) -> None:
     for op, arg, dues in steps:
         eid = f"E{arg}"
         if op == "set":
-            book.set(eid, [(d, "respond", "breach") for d in dues])
+            book.set(eid, [Deadline("respond", "breach", d) for d in dues])
             model[eid] = sorted(dues)
         elif op == "clear":
             book.clear(eid)
             model.pop(eid, None)
         else:
-            got = sorted((d, e) for d, e, _, _ in book.pop_due(float(arg)))
+            got = sorted((d.due, e) for e, d in book.pop_due(float(arg)))
             want = sorted((d, e) for e, ds in model.items() for d in ds if d <= arg)
             assert got == want
             model = {e: [d for d in ds if d > arg] for e, ds in model.items()}
@@ -40,9 +40,9 @@ def test_book_matches_a_plain_model(steps: list) -> None:
 def test_restarting_clocks_keeps_the_heap_bounded() -> None:
     book = DeadlineBook()
     for i in range(100):
-        book.set(f"E{i}", [(1000.0 + j, "respond", "breach") for j in range(6)])
+        book.set(f"E{i}", [Deadline("respond", "breach", 1000.0 + j) for j in range(6)])
     for _round in range(200):
         for i in range(100):
-            book.set(f"E{i}", [(1000.0 + j, "respond", "breach") for j in range(6)])
+            book.set(f"E{i}", [Deadline("respond", "breach", 1000.0 + j) for j in range(6)])
     assert len(book) <= 4 * 600 + 1024 + 6
     assert sum(1 for _ in book.pop_due(2000.0)) == 600

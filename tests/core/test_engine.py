@@ -6,6 +6,8 @@ import dataclasses
 
 import pytest
 from dispatch_scenario import Scenario
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from table_routing import OUTSIDE, T1, T2, T3, Z1
 
 from dispatch.core.engine import Engine
@@ -342,3 +344,64 @@ def test_a_reassign_in_the_instant_of_dispatch_restarts_every_stage(
     fired = scenario.at(900)
     assert [(r.extra or {}).get("stage") for r in fired if r.action == "breached"] == [
         "respond", "depart", "arrive"]
+
+
+# -- effects: the live deadlines an Outcome carries --------------------------------------------
+def brute_force_deadlines(ev: dict) -> set[tuple[str, str, float]]:
+    """Which timers are pending, worked out from the event as the old code did (engine
+    ``_live``/``_entries`` and ``store.redis.live_deadlines``), member by member."""
+    if ev["status"] in ("resolved", "cancelled") or ev["dispatched_at"] is None:
+        return set()
+    done = {"respond": "responded_at", "depart": "departed_at", "arrive": "arrived_at"}
+    out = set()
+    for stage in ("respond", "depart", "arrive"):
+        for kind in ("warn", "breach"):
+            if (ev[done[stage]] is None and ev["deadlines"][stage] is not None
+                    and f"{stage}:{kind}" not in ev["fired"]
+                    and (kind == "breach" or f"{stage}:breach" not in ev["fired"])):
+                due = ev["deadlines"][stage] if kind == "breach" else ev["warn_at"][stage]
+                out.add((stage, kind, due))
+    return out
+
+
+STEPS = st.lists(st.tuples(
+    st.sampled_from(["create", "respond", "depart", "arrive", "resolve", "cancel", "escalate",
+                     "reassign", "fire"]),
+    st.integers(0, 3), st.floats(0, 400)), max_size=25)
+
+
+@settings(max_examples=150, deadline=None)
+@given(STEPS)
+def test_outcome_deadlines_equal_the_brute_force_derivation(steps: list) -> None:
+    """Over random lifecycles, each Outcome names every touched event with exactly the
+    deadlines the event implies, and the book (next_due) holds exactly their union."""
+    from dispatch.core.errors import DispatchError
+
+    sc = Scenario()
+    for op, k, dt in steps:
+        sc.clock.advance(dt)
+        now = sc.clock.now()
+        ids = [e["id"] for e in sc.engine.events()]
+        try:
+            if op == "create":
+                out = sc.engine.create(sc.fields((T1, T2, T3, Z1)[k]), "op", now)
+            elif op == "fire":
+                out = sc.engine.fire_due(now)
+            elif not ids:
+                continue
+            elif op == "reassign":
+                out = sc.engine.act(ids[k % len(ids)], op, "op", now,
+                                    team=("team-t1", "team-c1")[k % 2])
+            else:
+                out = sc.engine.act(ids[k % len(ids)], op, "op", now)
+        except DispatchError:
+            continue
+        assert set(out.deadlines) == {r.event_id for r in out.records}
+        for eid, live in out.deadlines.items():
+            assert {tuple(d) for d in live} == brute_force_deadlines(sc.engine.get(eid))
+        everything = [d.due for e in sc.engine.events()
+                      for d in sc.engine.deadlines_of(e["id"])]
+        assert {(e["id"], tuple(d)) for e in sc.engine.events()
+                for d in sc.engine.deadlines_of(e["id"])} == {
+            (e["id"], d) for e in sc.engine.events() for d in brute_force_deadlines(e)}
+        assert sc.engine.next_due() == (min(everything) if everything else None)
