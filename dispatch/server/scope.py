@@ -62,7 +62,7 @@ def event_visible(p: Principal, ev: Mapping[str, Any]) -> bool:
     if sees_all(p):
         return True
     if p.role == "field":
-        return ev.get("unit") == p.unit
+        return p.unit is not None and ev.get("unit") == p.unit
     if p.role in ("operator", "supervisor") and p.region is not None:
         return event_in_region(ev, p.region)
     return False
@@ -244,7 +244,7 @@ def features_in_scope(areas: Areas, p: Principal, fc: Mapping[str, Any], *,
                       keep: Any) -> dict[str, Any]:
     """A FeatureCollection cut to the features for which ``keep(areas, p, properties)``."""
     if sees_all(p):
-        return dict(fc)
+        return dict(fc)  # unchanged: every feature
     feats: Iterable[Mapping[str, Any]] = fc.get("features") or ()
     return {"type": "FeatureCollection",
             "features": [f for f in feats if keep(areas, p, f.get("properties") or {})]}
