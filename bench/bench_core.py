@@ -24,7 +24,7 @@ from typing import Any
 
 from bench import report
 from bench.report import cpu_model
-from dispatch.core.deadlines import DeadlineBook
+from dispatch.core.deadlines import Deadline, DeadlineBook
 from dispatch.core.engine import Engine
 from dispatch.core.policy import Category, Policy, TimerWindows
 from dispatch.core.routing import Routing, UnitPick
@@ -105,9 +105,12 @@ def bench_book_memory(n: int) -> dict[str, float]:
     now = time.time()
     for i in range(n):
         eid = f"E{i:07d}"
-        book.set(eid, [(now + 48, "respond", "warn"), (now + 60, "respond", "breach"),
-                       (now + 144, "depart", "warn"), (now + 180, "depart", "breach"),
-                       (now + 720, "arrive", "warn"), (now + 900, "arrive", "breach")])
+        book.set(eid, [Deadline("respond", "warn", now + 48),
+                       Deadline("respond", "breach", now + 60),
+                       Deadline("depart", "warn", now + 144),
+                       Deadline("depart", "breach", now + 180),
+                       Deadline("arrive", "warn", now + 720),
+                       Deadline("arrive", "breach", now + 900)])
     book_bytes = tracemalloc.get_traced_memory()[0] - base
     del book
     gc.collect()
@@ -133,7 +136,8 @@ def bench_book_ops(n: int) -> dict[str, float]:
     book = DeadlineBook()
     t = time.perf_counter()
     for i in range(n):
-        book.set(f"E{i:07d}", [(dues[6 * i + j], "respond", "breach") for j in range(6)])
+        book.set(f"E{i:07d}", [Deadline("respond", "breach", dues[6 * i + j])
+                               for j in range(6)])
     fired = sum(1 for _ in book.pop_due(now + 1000))
     ours = time.perf_counter() - t
     assert fired == 6 * n

@@ -196,7 +196,10 @@ def _fire_cost(eng: Any) -> dict[str, Any]:
     t = time.perf_counter()
     warned = eng.fire_due(NOW - 1)  # the respond warnings (due 12 s before the breaches)
     warn_s = time.perf_counter() - t
-    heap = list(eng._book._heap)  # the bare baseline pops from a copy of the same heap
+    # the bare baseline: a plain heap of the same live deadlines (the engine's public view)
+    heap = [(d.due, k) for k, ev in enumerate(eng.open_events())
+            for d in eng.deadlines_of(ev["id"])]
+    heapq.heapify(heap)
     heap_entries = len(heap)
     t = time.perf_counter()
     out = eng.fire_due(NOW + 1)
