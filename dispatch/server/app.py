@@ -30,6 +30,7 @@ from dispatch.server.middleware import auth_middleware, error_middleware, metric
 from dispatch.server.render import Renderer
 from dispatch.server.scope import Areas
 from dispatch.server.state import STATE, Rendering, State
+from dispatch.store.base import Store
 
 __all__ = ["STATE", "State", "build_app", "security_headers", "is_loopback"]
 
@@ -112,14 +113,16 @@ def security_headers(config: Config) -> tuple[dict[str, str], dict[str, str]]:
     return common, {"Content-Security-Policy": page}
 
 
-def build_app(config: Config, clock: Clock | None = None) -> web.Application:
-    """The whole server as one aiohttp application (not yet started)."""
+def build_app(config: Config, clock: Clock | None = None, store: Store | None = None
+              ) -> web.Application:
+    """The whole server as one aiohttp application (not yet started); ``store``: another
+    journal than the one the config names (tests give one that fails on demand)."""
     refuse_demo = not is_loopback(config.host)
     if refuse_demo:
         refuse_demo_tokens(config)  # before anything is opened
     common_headers, page_headers = security_headers(config)
     clock = clock or SystemClock()
-    runtime = Runtime(config, clock=clock)
+    runtime = Runtime(config, clock=clock, store=store)
     rendering = Rendering(Renderer(config.tz, float(config["timers"]["warn_fraction"])),
                           clock, config.tz)
     areas = Areas(runtime.dataset)
@@ -129,7 +132,7 @@ def build_app(config: Config, clock: Clock | None = None) -> web.Application:
     state = State(config=config, runtime=runtime, hub=hub,
                   tokens=TokenBook(config, refuse_demo=refuse_demo), clock=clock,
                   render=rendering, areas=areas, commands=commands)
-    state.metrics = Metrics(state)
+    state.metrics = Metrics(runtime, hub, state.auth_refused)
     runtime.subscribe(hub.publish)
 
     def push_unit(unit_id: str) -> None:  # a position reported on another instance

@@ -17,7 +17,7 @@ import pytest
 from aiohttp import web
 
 from dispatch.config import load_config
-from dispatch.server.app import STATE, build_app
+from dispatch.server.app import build_app
 from dispatch.store.sqlite import SqliteStore
 from tests.redis_fixture import RedisServer
 from tests.server.conftest import (
@@ -75,10 +75,9 @@ async def test_sqlite_journal_that_cannot_be_written_is_failing_until_it_can(
         tmp_path: Path) -> None:
     faults = Faults()
     config = load_config(write_config(tmp_path))
-    app = build_app(config)
     # The store the config names, with its connections able to fail like a full disk.
-    app[STATE].runtime.store = SqliteStore(config.store, synchronous="NORMAL",
-                                           connect_fn=faulty_factory(faults))
+    app = build_app(config, store=SqliteStore(config.store, synchronous="NORMAL",
+                                              connect_fn=faulty_factory(faults)))
     runner = web.AppRunner(app, handle_signals=False)
     await runner.setup()
     port = free_port()
