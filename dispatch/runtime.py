@@ -38,6 +38,7 @@ from dispatch.routing import GeoRoutingPort
 from dispatch.store import open_store, replay
 from dispatch.store.base import Store
 from dispatch.store.redis_keys import REDIS_SCHEMES
+from dispatch.view import CommittedView
 from geo.loader import GeoDataset, load_dataset
 from geo.router import Router
 from geo.units import UnitIndex
@@ -90,7 +91,8 @@ class Runtime:
         self.position_listeners: list[PositionListener] = []
         self._engine = Engine(self.policy, self.port)
         self._unfollow_busy = self.units.follow_busy(self._engine.busy_map())
-        self._published_seq = 0
+        self._view = CommittedView()  # what the journal holds: every read at the edge
+        self._seq_waiters: list[asyncio.Future[None]] = []  # for a seq to be durable
         self._wake = asyncio.Event()
         # when the deadline loop will next look; a change only wakes it to look earlier
         # (an intake's deadlines are usually later than the earliest one already waited for)
@@ -104,19 +106,21 @@ class Runtime:
     # -- reading -----------------------------------------------------------------------------
     @property
     def engine(self) -> Engine:
-        """The engine: the state commands are made on (may run ahead of the journal)."""
+        """The engine: the state commands are made on. It runs ahead of the journal (a
+        change is in it before it is durable, and is undone if the store refuses it): read
+        ``view`` instead."""
         return self._engine
 
     @property
-    def view(self) -> Engine:
+    def view(self) -> CommittedView:
         """The committed read model (interface 2): ``get``, ``events``, ``open_events``,
-        ``busy_units``, ``last_seq``. For now the engine itself."""
-        return self._engine
+        ``busy_units``, ``last_seq``, fed only by durable records."""
+        return self._view
 
     @property
     def published_seq(self) -> int:
-        """The seq of the last record handed to the listeners (durable)."""
-        return self._published_seq
+        """The seq of the last record handed to the listeners (= ``view.last_seq``)."""
+        return self._view.last_seq
 
     @property
     def cluster(self) -> Coordination | None:
@@ -164,6 +168,8 @@ class Runtime:
             self._engine.rollback(seq)
         except ValueError:
             return False
+        finally:
+            self._wake_seq_waiters()
         return True
 
     def refuse_changes(self, reason: str) -> None:
@@ -176,7 +182,8 @@ class Runtime:
         self._unfollow_busy()
         self._engine = engine
         self._unfollow_busy = self.units.follow_busy(engine.busy_map())
-        self._published_seq = engine.last_seq
+        self._view.reset(engine)
+        self._wake_seq_waiters()
         self._wake.set()
 
     def absorb(self, records: Iterable[Record]) -> None:
@@ -194,7 +201,7 @@ class Runtime:
         if snap is not None:
             self.replace_engine(Engine.restore(snap[1], self.policy, self.port))
         await replay(self.store, self._engine)
-        self._published_seq = self._engine.last_seq
+        self._view.reset(self._engine)
         await self.coordination.start(self)
         await self.fire_due()
         self._timer_task = asyncio.create_task(self._deadline_loop(), name="deadlines")
@@ -212,7 +219,7 @@ class Runtime:
         if self._timer_commits:  # firings still being made durable
             await asyncio.gather(*self._timer_commits, return_exceptions=True)
         await self.coordination.stop()
-        if self.healthy and self._engine.last_seq == self._published_seq:
+        if self.healthy and self._engine.last_seq == self._view.last_seq:
             try:
                 await self.store.save_snapshot(self._engine.last_seq, self._engine.snapshot())
             except Exception:
@@ -277,7 +284,14 @@ class Runtime:
             if made is not None and not made.done():
                 made.set_result(0.0)  # the loop resumes once the records are queued below
             if not out.records:
-                return out
+                seq = -1 if out.event is None else int(out.event.get("seq") or 0)
+                if seq <= self._view.last_seq:
+                    return out
+                # a repeat of a change still in flight to the store: answer once it is durable
+                await self._durable(seq)
+                if seq <= self._view.last_seq:
+                    return out
+                continue  # it was refused and undone: run the command again
             due = self._engine.next_due()
             if due is not None and due < self._wait_until:
                 self._wake.set()  # the deadline loop sleeps past the new earliest deadline
@@ -293,9 +307,23 @@ class Runtime:
             return out
         raise StoreUnavailableError("the journal is too contended right now; retry")
 
+    async def _durable(self, seq: int) -> None:
+        """Wait until record ``seq`` is in the view, or the engine no longer has it."""
+        while self._view.last_seq < seq <= self._engine.last_seq:
+            fut = asyncio.get_running_loop().create_future()
+            self._seq_waiters.append(fut)
+            await fut
+
+    def _wake_seq_waiters(self) -> None:
+        waiters, self._seq_waiters = self._seq_waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
+
     def _publish(self, records: list[Record]) -> None:
-        """Records are durable: hand them to the listeners."""
-        self._published_seq = max(self._published_seq, records[-1].seq)
+        """Records are durable: show them in the view, then hand them to the listeners."""
+        self._view.apply(records)
+        self._wake_seq_waiters()
         for listener in list(self.listeners):
             try:
                 listener(records)

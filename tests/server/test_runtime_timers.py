@@ -184,3 +184,48 @@ async def test_a_deadline_passed_while_down_fires_once_at_start_up(
             [r.seq for r in published]
     finally:
         await third.stop()
+
+
+async def test_the_view_shows_only_durable_changes_never_a_refused_one(rt: Runtime) -> None:
+    """Reads go to ``runtime.view``: a change in flight to the store is not in it yet, a
+    change the store refuses never is, and once a command returns its result is."""
+    from dispatch.coordination import StoreUnavailableError
+
+    out = await rt.create(intake(7), "op")
+    ev = out.event
+    assert rt.view.get(ev["id"]) == ev and rt.view.last_seq == rt.published_seq == ev["seq"]
+    assert rt.view.busy_units()[ev["unit"]] == ev["id"]
+    store = rt.store
+    store.gate.clear()  # type: ignore[attr-defined]
+    store.fail = True  # type: ignore[attr-defined]
+    pending = asyncio.ensure_future(rt.act(ev["id"], "cancel", "op"))
+    await until(lambda: store.waiting == 1)  # type: ignore[attr-defined]
+    assert rt.engine.get(ev["id"])["status"] == "cancelled"  # the engine runs ahead
+    assert rt.view.get(ev["id"])["status"] == "dispatched"  # the view does not
+    assert [e["id"] for e in rt.view.open_events()] == [ev["id"]]
+    assert rt.view.busy_units()[ev["unit"]] == ev["id"]
+    store.gate.set()  # type: ignore[attr-defined]
+    with pytest.raises(StoreUnavailableError):
+        await pending
+    assert rt.view.get(ev["id"]) == ev and rt.view.last_seq == ev["seq"]
+    store.fail = False  # type: ignore[attr-defined]
+    done = await rt.act(ev["id"], "cancel", "op")
+    assert rt.view.get(ev["id"]) == done.event and done.event["status"] == "cancelled"
+    assert rt.view.last_seq == done.event["seq"] and not list(rt.view.open_events())
+    assert ev["unit"] not in rt.view.busy_units()
+
+
+async def test_a_repeated_command_answers_once_the_first_is_durable(rt: Runtime) -> None:
+    """An idempotent repeat of an intake still in flight answers the event only once the
+    view holds it (a GET right after the answer finds it)."""
+    store = rt.store
+    store.gate.clear()  # type: ignore[attr-defined]
+    first = asyncio.ensure_future(rt.create(intake(8), "op", idempotency_key="k-8"))
+    await until(lambda: store.waiting == 1)  # type: ignore[attr-defined]
+    again = asyncio.ensure_future(rt.create(intake(8), "op", idempotency_key="k-8"))
+    await asyncio.sleep(0.05)
+    assert not again.done()  # not answered before the journal has it
+    store.gate.set()  # type: ignore[attr-defined]
+    a, b = await first, await again
+    assert b.noop and b.event["id"] == a.event["id"]
+    assert rt.view.get(b.event["id"]) == a.event
