@@ -260,11 +260,12 @@ PATHS: dict[str, dict[str, Any]] = {
                                      [_q("team", "team id")])},
     "/api/v1/teams": {"get": api_get("listTeams", "Teams in scope", "Teams")},
     "/api/v1/regions": {"get": api_get(
-        "regions", "Regions as simplified GeoJSON", "FeatureCollection", (422,),
+        "regions", "Regions in scope as simplified GeoJSON (the caller's region, those below "
+        "it and those above it; a field unit's: its team's county)", "FeatureCollection", (422,),
         [_q("level", "default county and township",
             {"type": "string", "enum": ["city", "county", "township", "grid"]})])},
-    "/api/v1/zones": {"get": api_get("zones", "Zones as simplified GeoJSON",
-                                     "FeatureCollection")},
+    "/api/v1/zones": {"get": api_get("zones", "Zones of the teams in scope as simplified "
+                                     "GeoJSON", "FeatureCollection")},
     "/api/v1/stats/response-times": {"get": api_get(
         "responseTimes", "Response-time compliance per group (events in scope)", "Stats",
         (403, 422), [_q("group_by", "township|team|category|day|county|zone"), *TIME_FILTERS,
