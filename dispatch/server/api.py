@@ -197,7 +197,7 @@ async def zones(request: web.Request) -> web.Response:
 
 def _stats_groups(request: web.Request) -> tuple[State, list[dict[str, Any]], str]:
     state, p = request.app[STATE], principal_of(request)
-    if p.role not in scope.STATS_ROLES:
+    if not scope.may_read_stats(p):
         raise forbid(f"a {p.role} token may not read statistics")
     q = request.query
     group_by = q.get("group_by", "township")

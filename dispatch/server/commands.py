@@ -51,7 +51,7 @@ def caller_id(p: Principal) -> str:
 
 def check_reader(p: Principal) -> None:
     """403 for a token that reads no events (intake)."""
-    if p.role == "intake":
+    if not scope.may_read_events(p):
         raise forbid("an intake token may only create events")
 
 
@@ -98,7 +98,7 @@ class Commands:
     # -- commands ---------------------------------------------------------------------------
     @staticmethod
     def check_creator(p: Principal) -> None:
-        if p.role not in scope.CREATING_ROLES:
+        if not scope.may_create(p):
             raise forbid(f"a {p.role} token may not create events")
 
     async def create(self, p: Principal, data: Any, idempotency_key: str | None) -> Outcome:
@@ -107,7 +107,7 @@ class Commands:
         rt = self.runtime
         fields = validation.intake(data, rt.policy.categories, **self.bounds())
         key = validation.idempotency_key(idempotency_key)
-        if p.role == "operator" and p.region is not None:
+        if scope.creates_only_in_region(p):
             r = rt.port.route(fields["location"]["lon"], fields["location"]["lat"])
             if not scope.operator_may_create_at(p, (r.grid, r.township, r.county, r.city)):
                 raise forbid("the event's location is outside your region")

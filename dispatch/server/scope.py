@@ -73,6 +73,19 @@ def event_actable(p: Principal, ev: Mapping[str, Any]) -> bool:
     return p.role in ACTING_ROLES and event_visible(p, ev)
 
 
+def may_read_events(p: Principal) -> bool:
+    """Whether ``p``'s role reads events at all (an intake token only creates them)."""
+    return p.role != "intake"
+
+
+def may_create(p: Principal) -> bool:
+    return p.role in CREATING_ROLES
+
+
+def may_read_stats(p: Principal) -> bool:
+    return p.role in STATS_ROLES
+
+
 def may_act_at_all(p: Principal) -> bool:
     """Whether ``p``'s role acts on any event (403 before any id is looked up)."""
     return p.role in ACTING_ROLES
@@ -259,9 +272,12 @@ def zone_feature_shown(areas: Areas, p: Principal, props: Mapping[str, Any]) -> 
     return team_in_scope(areas, p, str(props.get("team")))
 
 
+def creates_only_in_region(p: Principal) -> bool:
+    """Whether ``p``'s new events must lie in its region (an operator with a region)."""
+    return p.role == "operator" and p.region is not None
+
+
 def operator_may_create_at(p: Principal, route_path: Iterable[str | None]) -> bool:
     """An operator with a region creates events only inside it (``route_path``: the routed
     grid, township, county and city of the location)."""
-    if p.role != "operator" or p.region is None:
-        return True
-    return p.region in tuple(route_path)
+    return not creates_only_in_region(p) or p.region in tuple(route_path)

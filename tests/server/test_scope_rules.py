@@ -152,6 +152,19 @@ def test_field_units_take_only_the_field_actions():
     assert scope.may_take_action(op, "cancel") and scope.may_take_action(op, "reassign")
 
 
+ROLES = ("admin", "operator", "supervisor", "field", "intake")
+
+
+@pytest.mark.parametrize(("check", "roles"), [
+    (scope.may_read_events, {"admin", "operator", "supervisor", "field"}),
+    (scope.may_create, {"admin", "operator", "intake"}),
+    (scope.may_read_stats, {"admin", "operator", "supervisor"}),
+    (scope.may_act_at_all, {"admin", "operator", "field"}),
+], ids=["read events", "create", "read stats", "act"])
+def test_what_each_role_may_do_at_all(check, roles):
+    assert {r for r in ROLES if check(who(r))} == roles
+
+
 def test_an_operator_creates_only_inside_its_region():
     assert scope.operator_may_create_at(who("operator", "A"), ("A1g", "A1", "A", "C"))
     assert not scope.operator_may_create_at(who("operator", "A"), (None, "B1", "B", "C"))
