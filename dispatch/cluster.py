@@ -38,7 +38,7 @@ from dispatch.core.engine import Engine, Outcome
 from dispatch.core.errors import ConflictError, NotFoundError
 from dispatch.core.records import Record
 from dispatch.store import replay
-from dispatch.store.redis import RedisStore
+from dispatch.store.base import SharedStore
 
 log = logging.getLogger("dispatch.cluster")
 
@@ -47,9 +47,9 @@ READ_BATCH = 5000
 
 
 class RedisCoordination:
-    """The coordination of a runtime whose store is a ``RedisStore`` shared by instances."""
+    """The coordination of a runtime whose store is shared by instances (``RedisStore``)."""
 
-    def __init__(self, store: RedisStore) -> None:
+    def __init__(self, store: SharedStore) -> None:
         self.store = store
         self.inflight = 0
         self.idle = asyncio.Event()

@@ -1,4 +1,4 @@
-"""The storage protocol every journal backend implements (memory, SQLite, Redis later).
+"""The storage protocol every journal backend implements (memory, SQLite, Redis).
 
 Appends are compare-and-set: the first record's ``seq`` must be the store's ``last_seq + 1``,
 or ``ConflictError`` (another writer got there first). The store fills ``prev_hash``/``hash``
@@ -11,8 +11,10 @@ consumer resume from the last record it applied (``Engine.apply`` ignores repeat
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any, Protocol
 
+from dispatch.core.deadlines import Deadline
 from dispatch.core.records import Record
 
 
@@ -59,6 +61,42 @@ class Store(Protocol):
     async def load_snapshot(self) -> tuple[int, bytes] | None:
         """The latest snapshot as (seq, blob), or None."""
         ...
+
+
+class SharedStore(Store, Protocol):
+    """A journal several instances write (Redis): what ``dispatch.cluster`` uses beyond
+    ``Store``. ``append`` also takes the engine's deadline effects (``Outcome.deadlines``),
+    which the store keeps as a shared, claimable deadline set."""
+
+    shared: bool
+    instance: str  # this process's id, to skip its own published positions
+    lease_s: float
+    commits: int
+
+    async def append(self, records: list[Record],  # type: ignore[override]
+                     deadlines: Mapping[str, Sequence[Deadline]] | None = None
+                     ) -> list[Record]: ...
+
+    def set_failure_hook(self, hook: Any) -> None:
+        """Strict mode: call ``hook(first_seq, exc)`` synchronously when appends fail."""
+        ...
+
+    async def wait_records(self, after_seq: int, timeout_s: float = 1.0,
+                           conn: Any = None) -> list[Record]: ...
+
+    def follower_connection(self, timeout_s: float | None = 10.0) -> Any: ...
+
+    async def claim(self, now: float, limit: int = 1000) -> tuple[list[str], float]: ...
+
+    async def release(self, members: list[str], score: float) -> int: ...
+
+    async def next_deadline(self) -> float | None: ...
+
+    async def put_position(self, unit: str, lon: float, lat: float, data: bytes) -> None: ...
+
+    async def load_positions(self) -> list[bytes]: ...
+
+    def positions(self) -> AsyncIterator[bytes]: ...
 
 
 def check_batch(records: list[Record], last_seq: int) -> None:
