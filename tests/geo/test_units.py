@@ -152,7 +152,10 @@ def test_watched_busy_map_matches_a_plain_set(toy_ds, changes, team, x, y):
     ui.update_position("u-0003", 120.03, 28.02, NOW - 10)
     old, busy = BusyUnits(), BusyUnits()
     old["u-0001"] = "E0"
-    ui.recommend(team, x, y, NOW, old)  # the index follows ``old`` first
+    stop_old = ui.follow_busy(old)  # the index follows ``old`` first (an engine later replaced)
+    ui.recommend(team, x, y, NOW, old)
+    stop_old()
+    ui.follow_busy(busy)
     for unit, flag in changes:
         if flag:
             busy[unit] = "E1"
