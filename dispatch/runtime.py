@@ -122,11 +122,6 @@ class Runtime:
         """The seq of the last record handed to the listeners (= ``view.last_seq``)."""
         return self._view.last_seq
 
-    @property
-    def cluster(self) -> Coordination | None:
-        """The coordination when the journal is shared (for its metrics), else None."""
-        return self.coordination if getattr(self.store, "shared", False) else None
-
     def subscribe(self, listener: Listener) -> Callable[[], None]:
         """Call ``listener(records)`` after each durable change; returns an unsubscribe."""
         self.listeners.append(listener)

@@ -61,14 +61,13 @@ class _StateCollector(Collector):
                                   value=hub.disconnected_revoked)
         yield GaugeMetricFamily("dispatch_journal_seq", "Last journal sequence number",
                                 value=rt.view.last_seq)
-        cluster = rt.cluster
-        if cluster is not None:  # several instances on one Redis
-            yield CounterMetricFamily(
-                "dispatch_journal_conflicts", "Commands re-run because another instance "
-                "appended first (compare-and-set refused)", value=cluster.conflicts)
-            yield CounterMetricFamily("dispatch_deadlines_claimed",
-                                      "Deadlines this instance claimed and fired",
-                                      value=cluster.claimed)
+        coord = rt.coordination  # embedded: no conflicts, every claim its own
+        yield CounterMetricFamily(
+            "dispatch_journal_conflicts", "Commands re-run because another instance "
+            "appended first (compare-and-set refused)", value=coord.conflicts)
+        yield CounterMetricFamily("dispatch_deadlines_claimed",
+                                  "Deadlines this instance claimed and fired",
+                                  value=coord.claimed)
 
 
 class Metrics:

@@ -14,6 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
+from dispatch.core.lifecycle import ACTIONS, STAGES, STATUSES
 from dispatch.server.state import json_response
 
 
@@ -30,9 +31,8 @@ NSTR = {"type": ["string", "null"]}
 TIME = {"type": "string", "format": "date-time"}
 NTIME = nullable(TIME)
 NNUM = {"type": ["number", "null"]}
-STAGE = {"type": "string", "enum": ["respond", "depart", "arrive"]}
-STATUS = {"type": "string", "enum": ["new", "dispatched", "responded", "departed", "arrived",
-                                     "resolved", "cancelled"]}
+STAGE = {"type": "string", "enum": list(STAGES)}
+STATUS = {"type": "string", "enum": list(STATUSES)}
 TIER = {"enum": ["township", "county", "city", None]}
 ROLE = {"type": "string", "enum": ["operator", "field", "supervisor", "intake", "department",
                                    "admin"]}
@@ -201,7 +201,7 @@ def _body(name: str, required: bool = True) -> dict[str, Any]:
     return {"required": required, "content": _json(ref(name))}
 
 
-ACTION_NAMES = ["respond", "depart", "arrive", "resolve", "cancel", "escalate", "reassign"]
+ACTION_NAMES = list(ACTIONS)
 EVENT_ID = "$response.body#/id"
 LINKS = {
     "GetEvent": {"operationId": "getEvent", "parameters": {"id": EVENT_ID}},
