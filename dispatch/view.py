@@ -3,9 +3,10 @@
 How it works: the engine runs ahead of the journal (it makes a change before the store has
 it, and undoes it when the store refuses). Reads must not: a REST GET, a snapshot, stats and
 exports read this model instead, which changes only when records are durable (the runtime
-hands it every published record, its own and other instances'). Each record's ``after`` is
-the event's state after it, so the model keeps ``after`` per event, and derives the open set
-and the busy units from it. It starts from the engine right after start-up replay (when the
+hands it every published record, its own and other instances'). ``records.fold`` gives the
+event's full state after each record (the engine's records carry it; others are folded onto
+the state held), so the model keeps that per event, and derives the open set and the busy
+units from it. It starts from the engine right after start-up replay (when the
 engine holds only what the journal holds). ``last_seq`` is the last record it shows, so a
 snapshot labelled with it shows exactly that state.
 """
@@ -19,7 +20,7 @@ from typing import Any
 from dispatch.core.engine import Engine
 from dispatch.core.errors import NotFoundError
 from dispatch.core.lifecycle import OPEN_STATUSES
-from dispatch.core.records import Record
+from dispatch.core.records import Record, fold
 
 
 class CommittedView:
@@ -44,11 +45,10 @@ class CommittedView:
     def apply(self, records: Iterable[Record]) -> None:
         """Durable records (in seq order): their events' states replace the ones shown."""
         for r in records:
-            ev = r.after
             held = self._events.get(r.event_id)
             if held is not None and held.get("seq", 0) >= r.seq:
                 continue  # already showing this change or a later one
-            self._put(ev)
+            self._put(fold(held, r))
             self.last_seq = max(self.last_seq, r.seq)
 
     def _put(self, ev: dict[str, Any]) -> None:

@@ -2,11 +2,14 @@
 
 How it works: the engine keeps the current state of every event as a plain JSON-able dict
 and never mutates one in place: each change builds a new dict, which becomes both the new
-state and the ``after`` of the change's ``Record``. ``create``/``act``/``fire_due`` return an
-``Outcome`` whose records the edge appends to the store before answering or publishing.
-``apply`` replays stored records (its own after a restart, or another instance's), ignoring
-any it has already seen, so state is always a fold over the journal. All open events' timers
-live in one ``DeadlineBook``.
+state and the ``state`` of the change's ``Record``; the record itself carries the change:
+``after`` is that state without its append-only lists (timeline, escalations) and ``added``
+what the change appended to them, so a record's size does not grow with the event's history.
+``create``/``act``/``fire_due`` return an ``Outcome`` whose records the edge appends to the
+store before answering or publishing. ``apply`` replays stored records (its own after a
+restart, or another instance's; old v1 records hold the whole state) with ``records.fold``,
+ignoring any it has already seen, so state is always a fold over the journal. All open
+events' timers live in one ``DeadlineBook``.
 
 Effects: besides the records, an ``Outcome`` carries, per event the command touched, its
 live deadlines after the change (``Deadline(stage, kind, due)``). ``live_deadlines`` is the
@@ -29,12 +32,12 @@ from dispatch.core.deadlines import Deadline, DeadlineBook
 from dispatch.core.errors import IllegalTransitionError, InvalidActionError, NotFoundError
 from dispatch.core.lifecycle import OPEN_STATUSES, STAGE_DONE, STAGES
 from dispatch.core.policy import Policy, TimerWindows
-from dispatch.core.records import Record
+from dispatch.core.records import APPEND_ONLY, Record, fold
 from dispatch.core.routing import RoutingPort
 
 SYSTEM = "system"
 _ALWAYS_BEFORE = ("status", "tier", "team", "unit")
-_NOT_DIFFED = frozenset(("timeline", "version", "seq", "updated_at"))
+_NOT_DIFFED = frozenset(("version", "seq", "updated_at", *APPEND_ONLY))
 # How many of its newest records the engine can undo (records in flight to the store);
 # older ones count as stored. ``confirm(seq)`` drops entries early.
 UNDO_MAX = 4096
@@ -279,11 +282,12 @@ class Engine:
         """
         if record.seq <= self.last_seq:
             return False
+        prev = self._events.get(record.event_id)
+        state = fold(prev, record)
         self._undo.clear()  # the journal holds this record, so everything before it too
         self.last_seq = record.seq
-        after = record.after
-        self._counter = max(self._counter, int(after["id"][1:]))
-        self._index(self._events.get(after["id"]), after)
+        self._counter = max(self._counter, int(state["id"][1:]))
+        self._index(prev, state)
         return True
 
     def confirm(self, seq: int) -> None:
@@ -492,11 +496,18 @@ class Engine:
         for k, v in new.items() if "id" in old else ():
             if k not in _NOT_DIFFED and k not in before and old.get(k) != v:
                 before[k] = old.get(k)
+        added: dict[str, Any] = {}
+        for k in APPEND_ONLY:  # the lists only grow: the record carries what was appended
+            held = old.get(k) or []
+            if new[k][:len(held)] != held:
+                raise AssertionError(f"{new['id']}'s {k} was changed, not appended to")
+            added[k] = {"start": len(held), "items": new[k][len(held):]}
+        after = {k: v for k, v in new.items() if k not in APPEND_ONLY}
         prev = self._events.get(new["id"])
         self._undo.append((self.last_seq, new["id"], prev, self._counter - (prev is None)))
         self._index(prev, new)
         return Record(self.last_seq, new["id"], new["version"], action, actor, at, now,
-                      before, new, note, extra)
+                      before, after, note, extra, added=added, state=new)
 
     def _index(self, old: dict[str, Any] | None, ev: dict[str, Any],
                force: bool = False) -> None:

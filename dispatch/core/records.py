@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -20,12 +20,26 @@ GENESIS = ""
 _OPTS = orjson.OPT_SORT_KEYS
 
 
+# The event's lists that only ever grow: a record carries what it appended to them, not them.
+APPEND_ONLY = ("escalations", "timeline")
+
+
 @dataclass(frozen=True, slots=True)
 class Record:
     """One journal entry: who did what to which event, when, and the state before/after.
 
     ``before`` holds the old values of the fields that changed (always status, tier, team,
-    unit); ``after`` is the full event state after the change. Treat both as read-only.
+    unit; never the append-only lists). Two formats, told apart by ``added``:
+
+    - v1 (older journals, ``added`` None): ``after`` is the full event state after the change.
+    - v2: ``after`` is the event state after the change without the append-only lists
+      (``APPEND_ONLY``); ``added`` holds, per such list, ``{"start": n, "items": [...]}``:
+      the entries the change appended at index ``n`` (every list, ``items`` possibly empty).
+      ``fold`` rebuilds the full state from the one before.
+
+    ``state`` is the full event state after the change, in memory only (never encoded, never
+    hashed, not compared): set by the engine on the records it makes and by ``fold`` /
+    ``state_at`` on records read back. Treat all of them as read-only.
     """
 
     seq: int
@@ -41,15 +55,21 @@ class Record:
     extra: dict[str, Any] | None = None
     prev_hash: str = ""
     hash: str = ""
+    added: dict[str, Any] | None = None
+    state: dict[str, Any] | None = field(default=None, compare=False, repr=False)
 
     def to_dict(self, with_hash: bool = True) -> dict[str, Any]:
-        """The record as a plain dict (``hash`` left out when ``with_hash`` is False)."""
+        """The record as a plain dict (``hash`` left out when ``with_hash`` is False).
+
+        ``added`` only when set, so a v1 record encodes (and hashes) as it always did."""
         d = {
             "seq": self.seq, "event_id": self.event_id, "version": self.version,
             "action": self.action, "actor": self.actor, "at": self.at,
             "received_at": self.received_at, "before": self.before, "after": self.after,
             "note": self.note, "extra": self.extra, "prev_hash": self.prev_hash,
         }
+        if self.added is not None:
+            d["added"] = self.added
         if with_hash:
             d["hash"] = self.hash
         return d
@@ -68,7 +88,7 @@ class Record:
         """A record from its plain-dict form."""
         return cls(d["seq"], d["event_id"], d["version"], d["action"], d["actor"], d["at"],
                    d["received_at"], d["before"], d["after"], d.get("note"), d.get("extra"),
-                   d.get("prev_hash", ""), d.get("hash", ""))
+                   d.get("prev_hash", ""), d.get("hash", ""), d.get("added"))
 
 
 def canonical(record: Record, prev_hash: str) -> bytes:
@@ -103,7 +123,7 @@ class Encoded:
         return b"".join((self.head, prev_hash.encode("ascii"), self.tail))
 
 
-_PREV_KEYS = ("action", "actor", "after", "at", "before", "event_id", "extra", "note")
+_PREV_KEYS = ("action", "actor", "added", "after", "at", "before", "event_id", "extra", "note")
 _POST_KEYS = ("received_at", "seq", "version")
 _HOLE = b'"prev_hash":""'
 
@@ -118,15 +138,17 @@ def encode(record: Record) -> Encoded:
             # One dump with an empty prev_hash, cut at its last occurrence: only numbers
             # follow the top-level key (sorted: received_at, seq, version), and inside a
             # string every quote is escaped, so the last match is the top-level key.
-            b = orjson.dumps(
-                {"action": r.action, "actor": r.actor, "after": r.after, "at": r.at,
-                 "before": r.before, "event_id": r.event_id, "extra": r.extra,
-                 "note": r.note, "prev_hash": "", "received_at": r.received_at,
-                 "seq": r.seq, "version": r.version}, option=_OPTS)
+            top = {"action": r.action, "actor": r.actor, "after": r.after, "at": r.at,
+                   "before": r.before, "event_id": r.event_id, "extra": r.extra,
+                   "note": r.note, "prev_hash": "", "received_at": r.received_at,
+                   "seq": r.seq, "version": r.version}
+            if r.added is not None:
+                top["added"] = r.added
+            b = orjson.dumps(top, option=_OPTS)
             i = b.rindex(_HOLE) + len(_HOLE) - 1
             return Encoded(record, b[:i], b[i:])
         d = r.to_dict(with_hash=False)
-        a = orjson.dumps({k: d[k] for k in _PREV_KEYS}, option=_OPTS)
+        a = orjson.dumps({k: d[k] for k in _PREV_KEYS if k in d}, option=_OPTS)
         z = orjson.dumps({k: d[k] for k in _POST_KEYS}, option=_OPTS)
     except orjson.JSONEncodeError as exc:
         raise orjson.JSONEncodeError(
@@ -150,7 +172,8 @@ def chain_pre_encoded(encoded: Iterable[Encoded],
         r = e.record
         # the constructor, not dataclasses.replace: this runs per record on the writer thread
         out.append((Record(r.seq, r.event_id, r.version, r.action, r.actor, r.at,
-                           r.received_at, r.before, r.after, r.note, r.extra, prev_hash, h),
+                           r.received_at, r.before, r.after, r.note, r.extra, prev_hash, h,
+                           r.added, r.state),
                     data))
         prev_hash = h
     return out
@@ -200,3 +223,68 @@ def verify_chain(records: Iterable[Record], prev_hash: str = GENESIS,
         prev_hash = r.hash
         expect += 1
     return None
+
+
+# -- the event state a record leaves -----------------------------------------------------------
+def _keep(record: Record, state: dict[str, Any]) -> dict[str, Any]:
+    object.__setattr__(record, "state", state)  # the in-memory cache field (compare=False)
+    return state
+
+
+def fold(prev: dict[str, Any] | None, record: Record) -> dict[str, Any]:
+    """The event's full state after ``record``, from its full state before (None: a new
+    event). A v1 record holds it whole; a v2 record's ``after`` gets each append-only list
+    back as the previous one plus what the record appended. ``ValueError`` when ``prev`` is
+    not the state the record was made on (its lists are not as long as the record says).
+    The result is kept as ``record.state``.
+    """
+    if record.state is not None:
+        return record.state
+    if record.added is None:
+        return _keep(record, record.after)
+    state = dict(record.after)
+    for k in APPEND_ONLY:
+        part = record.added[k]
+        held = prev[k] if prev is not None else []
+        if len(held) != part["start"]:
+            raise ValueError(
+                f"record {record.seq} appends to {record.event_id}'s {k} at {part['start']} "
+                f"but the state before it has {len(held)} entries (a record is missing)")
+        state[k] = [*held, *part["items"]]
+    return _keep(record, state)
+
+
+def state_at(record: Record, current: dict[str, Any] | None) -> dict[str, Any]:
+    """The event's full state after ``record``, given its state now (``current``, at or
+    after the record): for a record read back from the store, without the ones before it.
+
+    The append-only lists at the record are the prefixes of today's that end where the
+    record's additions end. ``ValueError`` when ``current`` is older than the record.
+    """
+    if record.state is not None:
+        return record.state
+    if record.added is None:
+        return _keep(record, record.after)
+    state = dict(record.after)
+    for k in APPEND_ONLY:
+        part = record.added[k]
+        end = part["start"] + len(part["items"])
+        held = current.get(k) if current is not None else None
+        if held is None or held[part["start"]:end] != part["items"]:
+            raise ValueError(f"record {record.seq}: the state of {record.event_id} given "
+                             f"does not hold what the record appended to its {k}")
+        state[k] = held[:end]
+    return _keep(record, state)
+
+
+def state_of(record: Record) -> dict[str, Any]:
+    """The event's full state after ``record`` when it is known without the ones before
+    (made here, folded, a v1 record, or the first of its event); ``ValueError`` otherwise."""
+    if record.state is not None:
+        return record.state
+    if record.added is None:
+        return record.after
+    if all(record.added[k]["start"] == 0 for k in APPEND_ONLY):
+        return fold(None, record)  # nothing came before it
+    raise ValueError(f"record {record.seq}: the full state of {record.event_id} is not known "
+                     f"(fold the journal, or use state_at)")

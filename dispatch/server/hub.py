@@ -32,7 +32,7 @@ from typing import Any, Protocol
 import orjson
 from aiohttp import WSMsgType, web
 
-from dispatch.core.records import Record
+from dispatch.core.records import Record, state_of
 from dispatch.server import scope
 from dispatch.server.scope import Areas, Audience, Principal
 
@@ -196,14 +196,19 @@ class Hub:
 
     # -- publishing -----------------------------------------------------------------------
     def message_for(self, rec: Record) -> dict[str, Any]:
-        """The message a record becomes: the event as it was at that change."""
+        """The message a record becomes: the event as it was at that change.
+
+        That is ``records.state_of(rec)``: known for the records the engine makes or folds
+        and for v1 records; one read back from the store gets it from ``records.state_at``
+        first (``ws.catch_up``), else ``ValueError`` (``encode_record`` logs and skips it).
+        """
         msg: dict[str, Any] = {
             "type": MESSAGE_TYPES.get(rec.action, "event.updated"),
             "seq": rec.seq,
             "at": self.rendering.iso(rec.received_at),
             "server_time": self.rendering.now_iso(),
             "action": rec.action,
-            "event": self.rendering.event(rec.after),
+            "event": self.rendering.event(state_of(rec)),
         }
         extra = rec.extra or {}
         for key in ("stage", "from", "to", "recovered", "notify_tiers"):

@@ -20,7 +20,8 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from dispatch.core.errors import DispatchError
+from dispatch.core.errors import DispatchError, NotFoundError
+from dispatch.core.records import Record, state_at
 from dispatch.runtime import StoreUnavailableError
 from dispatch.server import scope, validation
 from dispatch.server.commands import check_reader
@@ -120,11 +121,27 @@ async def catch_up(state: State, p: Principal, since: int, upto: int,
             if narrow is not None and not scope.event_in_region(rec.after, narrow):
                 continue
             if scope.record_visible(p, rec.after, rec.before):
+                _recall_state(state, rec)
                 data = state.hub.encode_record(rec)
                 if data is not None:
                     yield data
         after = batch[-1].seq
         await asyncio.sleep(0)
+
+
+def _recall_state(state: State, rec: Record) -> None:
+    """Give a record read back from the journal the event's full state at it (the message
+    shows the event as it was then): a v2 record carries only the change, and the committed
+    view's state of the event (at or after the record: ``upto`` never passes the view) holds
+    the timeline and escalations up to it."""
+    if rec.state is not None or rec.added is None:
+        return
+    try:
+        current: dict[str, Any] | None = state.runtime.view.get(rec.event_id)
+    except NotFoundError:
+        current = None
+    with contextlib.suppress(ValueError):  # then encode_record logs it once and skips it
+        state_at(rec, current)
 
 
 class _Gone(Exception):

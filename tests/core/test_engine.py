@@ -29,7 +29,11 @@ def test_create_dispatches_at_intake(scenario: Scenario) -> None:
     [rec] = scenario.records
     assert (rec.action, rec.seq, rec.version, rec.event_id) == ("created", 1, 1, "E0000001")
     assert rec.before == {"status": None, "tier": None, "team": None, "unit": None}
-    assert rec.after == scenario.engine.get("E0000001")
+    assert rec.state == scenario.engine.get("E0000001")
+    # the record carries the state without its growing lists, and what it appended to them
+    assert rec.after == {k: v for k, v in ev.items() if k not in ("timeline", "escalations")}
+    assert rec.added == {"timeline": {"start": 0, "items": ev["timeline"]},
+                         "escalations": {"start": 0, "items": []}}
 
 
 def test_routing_levels(scenario: Scenario) -> None:
@@ -156,9 +160,12 @@ def test_record_before_after_and_timeline(scenario: Scenario) -> None:
     assert rec.action == "responded" and rec.actor == "field-1" and rec.note == "on my way"
     assert rec.before["status"] == "dispatched" and rec.before["responded_at"] is None
     assert rec.after["status"] == "responded" and rec.after["version"] == 2
-    assert rec.after["timeline"][-1] == {
+    entry = {
         "at": scenario.t0 + 10, "received_at": scenario.t0 + 10, "action": "responded",
         "actor": "field-1", "from": "dispatched", "to": "responded", "note": "on my way"}
+    assert rec.state is not None and rec.state["timeline"][-1] == entry
+    assert "timeline" not in rec.after and "timeline" not in rec.before
+    assert rec.added is not None and rec.added["timeline"] == {"start": 2, "items": [entry]}
     first = scenario.records[0].after
     assert first["status"] == "dispatched"  # old records are never mutated
 
