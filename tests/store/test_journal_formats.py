@@ -77,6 +77,7 @@ async def test_v1_then_v2_replays_verifies_and_catches_up(tmp_path: Path) -> Non
 
         back = await store.read()
         assert [r.hash for r in back[:len(old)]] == [r.hash for r in old]
+        assert verify_chain(back) is None  # v2 records re-encode to the bytes stored too
         fresh = Engine(sc.policy, sc.routing)
         assert await replay(store, fresh) == len(old) + len(new_records)
         assert dump(list(fresh.events())) == dump(list(live.values()))
@@ -109,6 +110,7 @@ def test_fold_refuses_a_record_that_does_not_follow_the_state() -> None:
     held = fold(None, first)
     with pytest.raises(ValueError, match="a record is missing"):
         fold(held, third)  # the respond record was skipped
+    assert state_of(first) == sc.records[0].state  # the first of its event: self-contained
     with pytest.raises(ValueError, match="full state"):
         state_of(stored(sc.records[2]))  # read back, not folded: not known on its own
     with pytest.raises(ValueError):
