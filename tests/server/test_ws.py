@@ -299,3 +299,36 @@ async def test_batched_positions_arrive_as_one_frame_per_flush(tmp_path):
     finally:
         await srv.session.close()
         await srv.runner.cleanup()
+
+
+async def test_a_replay_from_zero_shows_each_change_as_the_live_push_did(server):
+    """Records carry the change, not the event: a replay rebuilds each message's event (its
+    whole timeline and escalations included) exactly as it was pushed live."""
+    lon, lat = point_in(server, "331003")
+    ws = await connect(server, "city")
+    await recv(ws)  # snapshot
+    _, ev = await server.call("POST", "/api/v1/events", "intake", json=intake_body(lon, lat))
+    eid = ev["id"]
+    for i in range(6):
+        await server.call("POST", f"/api/v1/events/{eid}/reassign", "admin",
+                          json={"team": ev["team"], "note": f"改派 {i}"})
+        if i % 2:
+            await server.call("POST", f"/api/v1/events/{eid}/escalate", "admin",
+                              json={"note": f"上报 {i}"})
+    await server.call("POST", f"/api/v1/events/{eid}/respond", "admin")
+    live = []
+    while not live or live[-1].get("action") != "responded":
+        m = await recv_until(ws, lambda m: m.get("event", {}).get("id") == eid)
+        live.append(m)
+    await ws.close()
+    ws = await connect(server, "city", since=0)
+    replayed = [await recv_until(ws, lambda m: m.get("event", {}).get("id") == eid)
+                for _ in live]
+    await ws.close()
+
+    def same(m: dict[str, Any]) -> dict[str, Any]:
+        e = {k: v for k, v in m["event"].items() if k != "timer_state"}
+        return {"seq": m["seq"], "type": m["type"], "event": e}
+
+    assert [same(m) for m in replayed] == [same(m) for m in live]
+    assert len(live[-1]["event"]["timeline"]) >= 8 and live[-1]["event"]["escalations"]
