@@ -4,7 +4,8 @@ It tells the truth about every operation: each status code the server can answer
 ``/api/v1`` doors add 401 and 429 to every route, a body adds 400/413/415), the error body of
 contract §3, and the shapes of the answers. ``tests/server/test_api.py`` keeps its paths equal
 to the routes; ``tests/fuzz/test_schemathesis.py`` holds every answer to it. Ids of events and
-units outside the caller's scope answer 404 like unknown ones (contract v2 §6). The links
+units outside the caller's scope answer 404 like unknown ones (contract v2 §6). The request
+bodies' schemas are generated from the models that validate them (``schemas.py``). The links
 from an intake to the operations on the event it made let a stateful fuzzer follow them.
 """
 
@@ -15,6 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from dispatch.core.lifecycle import ACTIONS, STAGES, STATUSES
+from dispatch.server import schemas
 from dispatch.server.state import json_response
 
 
@@ -36,9 +38,6 @@ STATUS = {"type": "string", "enum": list(STATUSES)}
 TIER = {"enum": ["township", "county", "city", None]}
 ROLE = {"type": "string", "enum": ["operator", "field", "supervisor", "intake", "department",
                                    "admin"]}
-# A client time (contract §3 Bounds): ISO 8601 with offset, or epoch seconds.
-CLIENT_TIME = {"anyOf": [TIME, {"type": "number"}],
-               "description": "between 2000-01-01 and now + offline.max_skew_s"}
 ERROR_TEXT = {
     400: "malformed JSON, a bad character or an oversized integer in the body",
     401: "no or bad bearer token",
@@ -52,10 +51,6 @@ ERROR_TEXT = {
     503: "the store cannot be written now; nothing was changed, retry",
 }
 
-LOCATION_IN = {"type": "object", "required": ["lon", "lat"], "properties": {
-    "lon": {"type": "number", "minimum": -180, "maximum": 180},
-    "lat": {"type": "number", "minimum": -90, "maximum": 90},
-    "crs": {"type": "string", "enum": ["wgs84", "gcj02", "bd09"], "default": "wgs84"}}}
 STAGE_STATS = {"type": "object", "required": ["counted", "p50_s", "p90_s", "max_s",
                                               "within_pct"], "properties": {
     "counted": {"type": "integer", "minimum": 0}, "p50_s": NNUM, "p90_s": NNUM, "max_s": NNUM,
@@ -93,21 +88,6 @@ SCHEMAS: dict[str, Any] = {
             "code": STR, "message": STR, "field": NSTR,
             "status": {"type": "string", "description": "current status (409 only)"},
             "retry_after_s": {"type": "number", "description": "429 only"}}}}},
-    "Intake": {"type": "object", "required": ["location", "category"], "properties": {
-        "location": LOCATION_IN, "category": {"type": "string", "maxLength": 64},
-        "description": {"type": "string", "maxLength": 2000},
-        "source": {"type": "string", "maxLength": 64},
-        "priority": {"type": "integer", "minimum": 1, "maximum": 3},
-        "external_id": {"type": "string", "maxLength": 128}, "reporter": {"type": "object"},
-        "reported_at": CLIENT_TIME}},
-    "Action": {"type": "object", "properties": {
-        "at": CLIENT_TIME, "unit": {"type": "string", "maxLength": 64},
-        "team": {"type": "string", "maxLength": 64},
-        "note": {"type": "string", "maxLength": 2000}}},
-    "Position": {"type": "object", "required": ["lon", "lat"], "properties": {
-        **LOCATION_IN["properties"],
-        "accuracy_m": {"type": "number", "minimum": 0, "maximum": 100000},
-        "at": CLIENT_TIME}},
     "EventSummary": {"type": "object", "required": EVENT_REQUIRED, "properties": EVENT_PROPS},
     "Event": {"type": "object", "required": [*EVENT_REQUIRED, "timeline"],
               "properties": {**EVENT_PROPS, "timeline": TIMELINE}},
@@ -159,6 +139,9 @@ SCHEMAS: dict[str, Any] = {
         "status": {"type": "string", "enum": ["ok", "failing"]},
         "reason": STR, "seq": {"type": "integer"}, "events": {"type": "integer"},
         "ws_clients": {"type": "integer"}}},
+    # the request bodies (Intake, Action, Position, Location): generated from the models that
+    # validate them (schemas.py), never written here
+    **schemas.components(),
 }
 
 

@@ -3,13 +3,17 @@
 Every failure is an ``ApiError`` with the HTTP status, a code and the field it names;
 ``errors.py`` renders it. Nothing here touches state.
 
-How the door works: ``parse_json`` decodes the body (integers of more than 15 digits become a
-marker before ``int()`` ever sees them, NaN/Infinity literals another), then one walk over the
-parsed value rejects, wherever they sit (unknown keys and keys themselves included), strings
-with lone UTF-16 surrogates or control characters other than tab, CR and LF, the long-integer
-markers and non-finite numbers, naming the path ("reporter.name", "tags[2]"). The field
-validators then check types and ranges; client times must lie in
-[2000-01-01T00:00:00Z, now + max_skew_s].
+How the door works: ``parse_json`` decodes the body, then one walk over the parsed value
+rejects, wherever they sit (unknown keys and keys themselves included), strings with lone
+UTF-16 surrogates or control characters other than tab, CR and LF, integers of more than 15
+digits and non-finite numbers, naming the path ("reporter.name", "tags[2]"). Decoding is
+msgspec's (in C) when the body has no run of 16 digits; any body msgspec refuses, and any
+with such a run, takes the ``json`` path, where integers of more than 15 digits become a
+marker before ``int()`` ever sees them and NaN/Infinity literals another, so every refusal
+keeps its exact code and field. The body's shape (types, required fields, lengths, ranges)
+is the one in ``schemas.py``: ``msgspec.convert`` checks it and its errors are mapped to the
+field path they name. Then what a schema cannot say: a known category, the coordinate
+conversion, client times within [2000-01-01T00:00:00Z, now + max_skew_s].
 """
 
 from __future__ import annotations
@@ -18,14 +22,15 @@ import json
 import math
 import re
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
+
+import msgspec
 
 from dispatch.core.lifecycle import ACTIONS  # noqa: F401 - the edge's import; defined there
+from dispatch.server.schemas import Action, Intake, Location, Position
 from geo.coords import CoordinateError, to_wgs84, validate
 
-MAX_DESCRIPTION = 2000
 MAX_INT_DIGITS = 15
-MAX_ACCURACY_M = 100_000.0
 
 # Contract §3 Bounds: client times from 2000-01-01T00:00:00Z ...
 MIN_CLIENT_TIME = 946_684_800.0
@@ -37,6 +42,16 @@ MAX_CLIENT_TIME = 253_402_128_000.0
 _BAD_CHAR = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
 _PATH_KEY_MAX = 64
 _INT_LIMIT = 10**MAX_INT_DIGITS
+# A body with a run of 16 digits might hold a long integer: it takes the ``json`` path
+# (parse_json). Found in C: digits become NUL, then a substring search (a NUL in the body
+# itself can only send a body to the slow path, never let a long integer through).
+_DIGITS_TO_NUL = bytes.maketrans(b"0123456789", b"\0" * 10)
+_LONG_RUN = b"\0" * (MAX_INT_DIGITS + 1)
+_DECODE = msgspec.json.Decoder()
+# "Expected `int`, got `str` - at `$.priority`", "Object missing required field `lon` - at …"
+_MSGSPEC_ERROR = re.compile(r"(?s)(.*?)(?: - at `\$([^`]*)`)?")
+_MISSING = re.compile(r"Object missing required field `(.*)`")
+_Model = TypeVar("_Model", bound=msgspec.Struct)
 
 
 class ApiError(Exception):
@@ -79,6 +94,17 @@ def parse_json(body: bytes, max_depth: int) -> Any:
     for a string with a lone surrogate or a control character other than tab/CR/LF (in a key
     too), an integer of more than 15 digits, or NaN/Infinity, wherever it sits.
     """
+    if _LONG_RUN not in body.translate(_DIGITS_TO_NUL):
+        try:
+            data = _DECODE.decode(body)
+        except (msgspec.DecodeError, RecursionError):
+            pass  # the json path below names what is wrong
+        else:
+            if (body.count(b"[") + body.count(b"{") > max_depth
+                    and _depth_exceeds(body.decode("utf-8"), max_depth)):
+                raise ApiError(400, "too_deep", f"JSON nested deeper than {max_depth} levels")
+            check_values(data)
+            return data
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -168,44 +194,15 @@ def require_object(data: Any, field: str | None = None) -> dict[str, Any]:
     return data
 
 
-def number(data: dict[str, Any], key: str, field: str, required: bool = True) -> float | None:
-    v = data.get(key)
-    if v is None:
-        if required:
-            raise ApiError(422, "invalid_field", f"{field} is required", field)
-        return None
-    if isinstance(v, bool) or not isinstance(v, int | float):
-        raise ApiError(422, "invalid_field", f"{field} must be a number", field)
-    try:
-        f = float(v)
-    except OverflowError:  # an int past float range (only from callers other than the door)
-        f = math.inf
-    if isinstance(v, _NonFinite) or not math.isfinite(f):
-        raise ApiError(422, "invalid_field", f"{field} must be a finite number", field)
-    return f
-
-
-def string(data: dict[str, Any], key: str, field: str, max_len: int,
-           required: bool = False) -> str | None:
-    v = data.get(key)
-    if v is None:
-        if required:
-            raise ApiError(422, "invalid_field", f"{field} is required", field)
-        return None
-    if not isinstance(v, str):
-        raise ApiError(422, "invalid_field", f"{field} must be a string", field)
-    if len(v) > max_len:
-        raise ApiError(422, "invalid_field", f"{field} is longer than {max_len} characters",
-                       field)
-    return v
-
-
 def timestamp(data: dict[str, Any], key: str, field: str) -> float | None:
     """An ISO 8601 time with offset (or epoch seconds) as UTC epoch seconds.
 
     Never raises anything but ``ApiError``: times ``datetime`` cannot represent are a 422.
     """
-    v = data.get(key)
+    return _time(data.get(key), field)
+
+
+def _time(v: Any, field: str) -> float | None:
     if v is None:
         return None
     if isinstance(v, int | float) and not isinstance(v, bool):
@@ -236,7 +233,11 @@ def client_time(data: dict[str, Any], key: str, field: str, now: float | None = 
     It must lie in [2000-01-01T00:00:00Z, now + max_skew_s]; without ``now`` the upper bound
     is only the last instant every time zone can print.
     """
-    t = timestamp(data, key, field)
+    return _client_time(data.get(key), field, now, max_skew_s)
+
+
+def _client_time(v: Any, field: str, now: float | None, max_skew_s: float) -> float | None:
+    t = _time(v, field)
     if t is None:
         return None
     upper = MAX_CLIENT_TIME if now is None else min(MAX_CLIENT_TIME, now + max_skew_s)
@@ -266,28 +267,47 @@ def idempotency_key(value: str | None, field: str = "Idempotency-Key") -> str | 
     return value
 
 
-def location(data: dict[str, Any], field: str = "location") -> dict[str, Any]:
-    """A location object → WGS84 point plus the original (contract §2: both are kept).
+def _shape(data: dict[str, Any], model: type[_Model], prefix: str = "") -> _Model:
+    """``data`` as ``model`` (schemas.py); a mismatch is a 422 naming the field's path."""
+    try:
+        return msgspec.convert(data, model)
+    except msgspec.ValidationError as exc:
+        raise _field_error(str(exc), prefix) from None
 
-    The converted point is exact: routing happens on it, and ``dispatch geo locate`` gives
-    the same answer for the same point. Rounding is for display only (render.py).
-    """
+
+def _field_error(text: str, prefix: str) -> ApiError:
+    m = _MSGSPEC_ERROR.fullmatch(text)
+    assert m is not None  # the pattern matches any text
+    msg, at = m.group(1), (m.group(2) or "").lstrip(".")
+    path = f"{prefix}.{at}" if prefix and at else (prefix or at)
+    missing = _MISSING.fullmatch(msg)
+    if missing is not None:
+        path = _join(path, missing.group(1))
+        return ApiError(422, "invalid_field", f"{path} is required", path)
+    return ApiError(422, "invalid_field", f"{path or 'the body'}: {msg[:1].lower()}{msg[1:]}",
+                    path or None)
+
+
+def _point(lon: float, lat: float, crs: str, field: str) -> dict[str, Any]:
     def name(key: str) -> str:
         return f"{field}.{key}" if field else key
 
-    loc = require_object(data, field or None)
-    lon = number(loc, "lon", name("lon"))
-    lat = number(loc, "lat", name("lat"))
-    crs = loc.get("crs", "wgs84")
-    if not isinstance(crs, str):
-        raise ApiError(422, "invalid_field", f"{name('crs')} must be a string", name("crs"))
-    assert lon is not None and lat is not None
     try:
         validate(lon, lat)
         wlon, wlat = to_wgs84(lon, lat, crs)
     except CoordinateError as exc:
         raise ApiError(422, "invalid_field", exc.message, name(exc.field)) from None
     return {"lon": wlon, "lat": wlat, "crs": crs, "original": {"lon": lon, "lat": lat}}
+
+
+def location(data: Any, field: str = "location") -> dict[str, Any]:
+    """A location object → WGS84 point plus the original (contract §2: both are kept).
+
+    The converted point is exact: routing happens on it, and ``dispatch geo locate`` gives
+    the same answer for the same point. Rounding is for display only (render.py).
+    """
+    loc = _shape(require_object(data, field or None), Location, field)
+    return _point(loc.lon, loc.lat, loc.crs, field)
 
 
 def intake(data: Any, categories: dict[str, Any], *, now: float | None = None,
@@ -297,26 +317,19 @@ def intake(data: Any, categories: dict[str, Any], *, now: float | None = None,
     check_values(body)
     if "location" not in body:
         raise ApiError(422, "invalid_field", "location is required", "location")
-    loc = location(body["location"])
-    category = string(body, "category", "category", 64, required=True)
-    if category not in categories:
-        raise ApiError(422, "invalid_field", f"unknown category {category!r}", "category")
-    priority = body.get("priority")
-    if priority is not None and (isinstance(priority, bool) or not isinstance(priority, int)
-                                 or not 1 <= priority <= 3):
-        raise ApiError(422, "invalid_field", "priority must be an integer 1..3", "priority")
-    reporter = body.get("reporter")
-    if reporter is not None and not isinstance(reporter, dict):
-        raise ApiError(422, "invalid_field", "reporter must be an object", "reporter")
+    req = _shape(body, Intake)
+    if req.category not in categories:
+        raise ApiError(422, "invalid_field", f"unknown category {req.category!r}", "category")
+    loc = req.location
     return {
-        "location": loc,
-        "category": category,
-        "description": string(body, "description", "description", MAX_DESCRIPTION) or "",
-        "source": string(body, "source", "source", 64) or "api",
-        "priority": priority,
-        "external_id": string(body, "external_id", "external_id", 128),
-        "reporter": reporter,
-        "reported_at": client_time(body, "reported_at", "reported_at", now, max_skew_s),
+        "location": _point(loc.lon, loc.lat, loc.crs, "location"),
+        "category": req.category,
+        "description": req.description or "",
+        "source": req.source or "api",
+        "priority": req.priority,
+        "external_id": req.external_id,
+        "reporter": req.reporter,
+        "reported_at": _client_time(req.reported_at, "reported_at", now, max_skew_s),
     }
 
 
@@ -326,12 +339,9 @@ def action_body(data: Any, *, now: float | None = None,
     ``note``."""
     body = require_object(data if data is not None else {})
     check_values(body)
-    return {
-        "at": client_time(body, "at", "at", now, max_skew_s),
-        "unit": string(body, "unit", "unit", 64),
-        "team": string(body, "team", "team", 64),
-        "note": string(body, "note", "note", MAX_DESCRIPTION),
-    }
+    req = _shape(body, Action)
+    return {"at": _client_time(req.at, "at", now, max_skew_s), "unit": req.unit,
+            "team": req.team, "note": req.note}
 
 
 def position(data: Any, *, now: float | None = None,
@@ -339,10 +349,7 @@ def position(data: Any, *, now: float | None = None,
     """``PUT /units/{id}/position`` body: exact WGS84 (or converted) point, accuracy, time."""
     body = require_object(data)
     check_values(body)
-    loc = location(body, field="")
-    acc = number(body, "accuracy_m", "accuracy_m", required=False)
-    if acc is not None and not 0 <= acc <= MAX_ACCURACY_M:
-        raise ApiError(422, "invalid_field", f"accuracy_m must be 0..{MAX_ACCURACY_M:,.0f}",
-                       "accuracy_m")
-    return {"lon": loc["lon"], "lat": loc["lat"], "accuracy_m": acc,
-            "at": client_time(body, "at", "at", now, max_skew_s)}
+    req = _shape(body, Position)
+    loc = _point(req.lon, req.lat, req.crs, "")
+    return {"lon": loc["lon"], "lat": loc["lat"], "accuracy_m": req.accuracy_m,
+            "at": _client_time(req.at, "at", now, max_skew_s)}
