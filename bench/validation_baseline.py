@@ -1,0 +1,341 @@
+"""The intake door as it was before issue 12 (``git show e386ac4:dispatch/server/validation.py``).
+
+Its code is kept verbatim (only its docstring is replaced by this note) as the baseline of
+``bench/bench_validation.py``: the hand-rolled field checks that ``dispatch/server/schemas.py``
+replaced. Not used by the product.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from datetime import datetime
+from typing import Any
+
+from dispatch.core.lifecycle import ACTIONS  # noqa: F401 - the edge's import; defined there
+from geo.coords import CoordinateError, to_wgs84, validate
+
+MAX_DESCRIPTION = 2000
+MAX_INT_DIGITS = 15
+MAX_ACCURACY_M = 100_000.0
+
+# Contract §3 Bounds: client times from 2000-01-01T00:00:00Z ...
+MIN_CLIENT_TIME = 946_684_800.0
+# ... to now + max_skew_s; with no ``now`` at least a time every zone can still print
+# (9999-12-30T00:00:00Z), so nothing stored can overflow ``datetime`` when rendered.
+MAX_CLIENT_TIME = 253_402_128_000.0
+
+# lone surrogates and the C0/DEL/C1 controls except \t \n \r
+_BAD_CHAR = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
+_PATH_KEY_MAX = 64
+_INT_LIMIT = 10**MAX_INT_DIGITS
+
+
+class ApiError(Exception):
+    """An error answered to the client as ``{"error": {code, message, field}}``."""
+
+    def __init__(self, status: int, code: str, message: str, field: str | None = None,
+                 **extra: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.field = field
+        self.extra = extra
+
+
+class _NonFinite(float):
+    """Stands in for NaN/Infinity literals so validation can name their field."""
+
+
+class _LongInt:
+    """Stands in for an integer literal of more than 15 digits: never converted by ``int()``."""
+
+    __slots__ = ()
+
+
+def _parse_constant(name: str) -> float:
+    return _NonFinite("nan")
+
+
+def _parse_int(text: str) -> int | _LongInt:
+    if len(text) - (text[:1] == "-") > MAX_INT_DIGITS:
+        return _LongInt()
+    return int(text)
+
+
+def parse_json(body: bytes, max_depth: int) -> Any:
+    """Decode UTF-8 JSON and check every value in it (contract §3 Bounds).
+
+    400 for invalid UTF-8, malformed JSON or nesting deeper than allowed; 422 naming the path
+    for a string with a lone surrogate or a control character other than tab/CR/LF (in a key
+    too), an integer of more than 15 digits, or NaN/Infinity, wherever it sits.
+    """
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ApiError(400, "invalid_utf8", f"body is not valid UTF-8 at byte {exc.start}") \
+            from None
+    if _depth_exceeds(text, max_depth):
+        raise ApiError(400, "too_deep", f"JSON nested deeper than {max_depth} levels")
+    try:
+        data = json.loads(text, parse_constant=_parse_constant, parse_int=_parse_int)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        msg = exc.msg if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
+        raise ApiError(400, "malformed_json", f"malformed JSON: {msg}") from None
+    check_values(data)
+    return data
+
+
+def _path_key(key: str) -> str:
+    """A key as it appears in an error's field: bad characters escaped, long keys cut."""
+    safe = _BAD_CHAR.sub(lambda m: f"\\u{ord(m.group()):04x}", key)
+    return safe if len(safe) <= _PATH_KEY_MAX else safe[:_PATH_KEY_MAX] + "…"
+
+
+def _join(path: str, key: str) -> str:
+    k = _path_key(key)
+    return f"{path}.{k}" if path else k
+
+
+def check_values(data: Any) -> None:
+    """Reject, naming the path, any value a JSON body must not carry (see ``parse_json``)."""
+    stack: list[tuple[str, Any]] = [("", data)]
+    while stack:
+        path, v = stack.pop()
+        if isinstance(v, str):
+            m = _BAD_CHAR.search(v)
+            if m is not None:
+                raise _bad_char(path, m.group())
+        elif isinstance(v, dict):
+            for k, item in v.items():
+                sub = _join(path, k)
+                m = _BAD_CHAR.search(k)
+                if m is not None:
+                    raise _bad_char(sub, m.group(), in_key=True)
+                stack.append((sub, item))
+        elif isinstance(v, list):
+            stack.extend((f"{path}[{i}]", item) for i, item in enumerate(v))
+        elif isinstance(v, _LongInt) or (isinstance(v, int) and not -_INT_LIMIT < v < _INT_LIMIT):
+            raise ApiError(422, "invalid_field", f"{path or 'the body'} is an integer of more "
+                           f"than {MAX_INT_DIGITS} digits", path or None)
+        elif isinstance(v, float) and (isinstance(v, _NonFinite) or not math.isfinite(v)):
+            raise ApiError(422, "invalid_field",
+                           f"{path or 'the body'} must be a finite number", path or None)
+
+
+def _bad_char(path: str, ch: str, in_key: bool = False) -> ApiError:
+    o = ord(ch)
+    what = "a lone UTF-16 surrogate" if 0xD800 <= o <= 0xDFFF else "a control character"
+    where = f"the key {path}" if in_key else (path or "the body")
+    return ApiError(422, "invalid_field", f"{where} contains {what} (U+{o:04X})", path or None)
+
+
+def _depth_exceeds(text: str, max_depth: int) -> bool:
+    if text.count("[") + text.count("{") <= max_depth:
+        return False
+    depth, in_str, esc = 0, False, False
+    for ch in text:
+        if in_str:
+            if esc:
+                esc = False
+            elif ch == "\\":
+                esc = True
+            elif ch == '"':
+                in_str = False
+        elif ch == '"':
+            in_str = True
+        elif ch in "[{":
+            depth += 1
+            if depth > max_depth:
+                return True
+        elif ch in "]}":
+            depth -= 1
+    return False
+
+
+def require_object(data: Any, field: str | None = None) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise ApiError(422, "invalid_field", "expected a JSON object", field)
+    return data
+
+
+def number(data: dict[str, Any], key: str, field: str, required: bool = True) -> float | None:
+    v = data.get(key)
+    if v is None:
+        if required:
+            raise ApiError(422, "invalid_field", f"{field} is required", field)
+        return None
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        raise ApiError(422, "invalid_field", f"{field} must be a number", field)
+    try:
+        f = float(v)
+    except OverflowError:  # an int past float range (only from callers other than the door)
+        f = math.inf
+    if isinstance(v, _NonFinite) or not math.isfinite(f):
+        raise ApiError(422, "invalid_field", f"{field} must be a finite number", field)
+    return f
+
+
+def string(data: dict[str, Any], key: str, field: str, max_len: int,
+           required: bool = False) -> str | None:
+    v = data.get(key)
+    if v is None:
+        if required:
+            raise ApiError(422, "invalid_field", f"{field} is required", field)
+        return None
+    if not isinstance(v, str):
+        raise ApiError(422, "invalid_field", f"{field} must be a string", field)
+    if len(v) > max_len:
+        raise ApiError(422, "invalid_field", f"{field} is longer than {max_len} characters",
+                       field)
+    return v
+
+
+def timestamp(data: dict[str, Any], key: str, field: str) -> float | None:
+    """An ISO 8601 time with offset (or epoch seconds) as UTC epoch seconds.
+
+    Never raises anything but ``ApiError``: times ``datetime`` cannot represent are a 422.
+    """
+    v = data.get(key)
+    if v is None:
+        return None
+    if isinstance(v, int | float) and not isinstance(v, bool):
+        if isinstance(v, _NonFinite) or not math.isfinite(v):
+            raise ApiError(422, "invalid_field", f"{field} must be a finite time", field)
+        try:
+            return float(v)
+        except OverflowError:  # an int too large for a float (not from parse_json)
+            raise ApiError(422, "invalid_field", f"{field} is out of range", field) from None
+    if not isinstance(v, str):
+        raise ApiError(422, "invalid_field", f"{field} must be an ISO 8601 time", field)
+    try:
+        dt = datetime.fromisoformat(v.replace("Z", "+00:00"))
+    except ValueError:
+        raise ApiError(422, "invalid_field", f"{field} is not an ISO 8601 time", field) from None
+    if dt.tzinfo is None:
+        raise ApiError(422, "invalid_field", f"{field} must carry a UTC offset", field)
+    try:
+        return dt.timestamp()
+    except (OverflowError, OSError, ValueError):
+        raise ApiError(422, "invalid_field", f"{field} is out of range", field) from None
+
+
+def client_time(data: dict[str, Any], key: str, field: str, now: float | None = None,
+                max_skew_s: float = 30.0) -> float | None:
+    """A time the client says something happened (contract §3 Bounds).
+
+    It must lie in [2000-01-01T00:00:00Z, now + max_skew_s]; without ``now`` the upper bound
+    is only the last instant every time zone can print.
+    """
+    t = timestamp(data, key, field)
+    if t is None:
+        return None
+    upper = MAX_CLIENT_TIME if now is None else min(MAX_CLIENT_TIME, now + max_skew_s)
+    if t < MIN_CLIENT_TIME:
+        raise ApiError(422, "invalid_field",
+                       f"{field} is before 2000-01-01T00:00:00Z", field)
+    if t > upper:
+        raise ApiError(422, "invalid_field",
+                       f"{field} is in the future (more than {max_skew_s:g} s ahead)"
+                       if now is not None else f"{field} is too far in the future", field)
+    return t
+
+
+def idempotency_key(value: str | None, field: str = "Idempotency-Key") -> str | None:
+    """The ``Idempotency-Key`` header: 1..128 characters, none of them a control character.
+
+    aiohttp decodes header bytes that are not UTF-8 as lone surrogates (surrogateescape);
+    such a key could never be journaled, so it is a 422 here rather than a 503 later.
+    """
+    if value is None:
+        return None
+    if not 0 < len(value) <= 128:
+        raise ApiError(422, "invalid_field", f"{field} must be 1..128 characters", field)
+    if _BAD_CHAR.search(value) is not None:
+        raise ApiError(422, "invalid_field",
+                       f"{field} must be UTF-8 text without control characters", field)
+    return value
+
+
+def location(data: dict[str, Any], field: str = "location") -> dict[str, Any]:
+    """A location object → WGS84 point plus the original (contract §2: both are kept).
+
+    The converted point is exact: routing happens on it, and ``dispatch geo locate`` gives
+    the same answer for the same point. Rounding is for display only (render.py).
+    """
+    def name(key: str) -> str:
+        return f"{field}.{key}" if field else key
+
+    loc = require_object(data, field or None)
+    lon = number(loc, "lon", name("lon"))
+    lat = number(loc, "lat", name("lat"))
+    crs = loc.get("crs", "wgs84")
+    if not isinstance(crs, str):
+        raise ApiError(422, "invalid_field", f"{name('crs')} must be a string", name("crs"))
+    assert lon is not None and lat is not None
+    try:
+        validate(lon, lat)
+        wlon, wlat = to_wgs84(lon, lat, crs)
+    except CoordinateError as exc:
+        raise ApiError(422, "invalid_field", exc.message, name(exc.field)) from None
+    return {"lon": wlon, "lat": wlat, "crs": crs, "original": {"lon": lon, "lat": lat}}
+
+
+def intake(data: Any, categories: dict[str, Any], *, now: float | None = None,
+           max_skew_s: float = 30.0) -> dict[str, Any]:
+    """The fields of ``POST /events`` (contract §3), validated; ``now`` bounds ``reported_at``."""
+    body = require_object(data)
+    check_values(body)
+    if "location" not in body:
+        raise ApiError(422, "invalid_field", "location is required", "location")
+    loc = location(body["location"])
+    category = string(body, "category", "category", 64, required=True)
+    if category not in categories:
+        raise ApiError(422, "invalid_field", f"unknown category {category!r}", "category")
+    priority = body.get("priority")
+    if priority is not None and (isinstance(priority, bool) or not isinstance(priority, int)
+                                 or not 1 <= priority <= 3):
+        raise ApiError(422, "invalid_field", "priority must be an integer 1..3", "priority")
+    reporter = body.get("reporter")
+    if reporter is not None and not isinstance(reporter, dict):
+        raise ApiError(422, "invalid_field", "reporter must be an object", "reporter")
+    return {
+        "location": loc,
+        "category": category,
+        "description": string(body, "description", "description", MAX_DESCRIPTION) or "",
+        "source": string(body, "source", "source", 64) or "api",
+        "priority": priority,
+        "external_id": string(body, "external_id", "external_id", 128),
+        "reporter": reporter,
+        "reported_at": client_time(body, "reported_at", "reported_at", now, max_skew_s),
+    }
+
+
+def action_body(data: Any, *, now: float | None = None,
+                max_skew_s: float = 30.0) -> dict[str, Any]:
+    """The optional fields of an action: ``at`` (bounded by ``now``), ``unit``, ``team``,
+    ``note``."""
+    body = require_object(data if data is not None else {})
+    check_values(body)
+    return {
+        "at": client_time(body, "at", "at", now, max_skew_s),
+        "unit": string(body, "unit", "unit", 64),
+        "team": string(body, "team", "team", 64),
+        "note": string(body, "note", "note", MAX_DESCRIPTION),
+    }
+
+
+def position(data: Any, *, now: float | None = None,
+             max_skew_s: float = 30.0) -> dict[str, Any]:
+    """``PUT /units/{id}/position`` body: exact WGS84 (or converted) point, accuracy, time."""
+    body = require_object(data)
+    check_values(body)
+    loc = location(body, field="")
+    acc = number(body, "accuracy_m", "accuracy_m", required=False)
+    if acc is not None and not 0 <= acc <= MAX_ACCURACY_M:
+        raise ApiError(422, "invalid_field", f"accuracy_m must be 0..{MAX_ACCURACY_M:,.0f}",
+                       "accuracy_m")
+    return {"lon": loc["lon"], "lat": loc["lat"], "accuracy_m": acc,
+            "at": client_time(body, "at", "at", now, max_skew_s)}
