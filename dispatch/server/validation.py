@@ -47,11 +47,22 @@ _INT_LIMIT = 10**MAX_INT_DIGITS
 # itself can only send a body to the slow path, never let a long integer through).
 _DIGITS_TO_NUL = bytes.maketrans(b"0123456789", b"\0" * 10)
 _LONG_RUN = b"\0" * (MAX_INT_DIGITS + 1)
+
 _DECODE = msgspec.json.Decoder()
 # "Expected `int`, got `str` - at `$.priority`", "Object missing required field `lon` - at …"
 _MSGSPEC_ERROR = re.compile(r"(?s)(.*?)(?: - at `\$([^`]*)`)?")
 _MISSING = re.compile(r"Object missing required field `(.*)`")
 _Model = TypeVar("_Model", bound=msgspec.Struct)
+
+
+def _needs_walk(body: bytes) -> bool:
+    """Whether a body msgspec decoded (no 16-digit run) needs the walk of ``check_values``.
+
+    msgspec refuses raw C0 controls, invalid UTF-8 (raw surrogates) and NaN/Infinity/1e400;
+    the digit-run gate leaves no integer of more than 15 digits. What is left to find comes
+    only from an escape (``\\``), a raw DEL or a raw C1 control (UTF-8 lead byte 0xC2).
+    """
+    return b"\\" in body or b"\x7f" in body or b"\xc2" in body
 
 
 class ApiError(Exception):
@@ -103,7 +114,8 @@ def parse_json(body: bytes, max_depth: int) -> Any:
             if (body.count(b"[") + body.count(b"{") > max_depth
                     and _depth_exceeds(body.decode("utf-8"), max_depth)):
                 raise ApiError(400, "too_deep", f"JSON nested deeper than {max_depth} levels")
-            check_values(data)
+            if _needs_walk(body):
+                check_values(data)
             return data
     try:
         text = body.decode("utf-8")

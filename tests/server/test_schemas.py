@@ -157,6 +157,11 @@ def test_unknown_keys_are_ignored_and_the_result_keeps_its_shape():
     (b'{"a": 1' + b"0" * 5000 + b"}", 422, "invalid_field", "a"),
     (b'{"a": NaN}', 422, "invalid_field", "a"),
     (b'{"a": 1e400}', 422, "invalid_field", "a"),
+    (b'{"a": [-1.8e308]}', 422, "invalid_field", "a[0]"),
+    (b'{"a": {"b": "x\x7f"}}', 422, "invalid_field", "a.b"),
+    (b'{"a": {"b": "x\xc2\x85"}}', 422, "invalid_field", "a.b"),
+    (b'{"\xc2\x9f": 1}', 422, "invalid_field", "\\u009f"),
+    (b'{"a": "\\u007f"}', 422, "invalid_field", "a"),
     (b'{"a": "\\ud800"}', 422, "invalid_field", "a"),
     (b'{"a\\u0001": 1}', 422, "invalid_field", "a\\u0001"),
     (b'{"a": "x\x01"}', 400, "malformed_json", None),
@@ -176,3 +181,6 @@ def test_parse_json_takes_long_digit_runs_in_strings_and_fifteen_digit_integers(
     assert validation.parse_json(raw, 8) == {"external_id": "12345678901234567890",
                                              "n": 999999999999999, "f": 0.5}
     assert validation.parse_json(b"[" * 8 + b"]" * 8, 8) == [[[[[[[[]]]]]]]]
+    named = '{"reporter": {"name": "阿卜杜·热合曼", "note": "tab\\there\\n"}}'.encode()
+    assert validation.parse_json(named, 8) == {"reporter": {"name": "阿卜杜·热合曼",
+                                                            "note": "tab\there\n"}}
