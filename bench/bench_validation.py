@@ -93,11 +93,12 @@ def _pydantic_door(body: bytes) -> dict[str, Any]:
     if req.category not in CATS:
         raise validation.ApiError(422, "invalid_field", "unknown category", "category")
     loc = req.location
-    return {"location": validation._point(loc.lon, loc.lat, loc.crs, "location"),
+    return {"location": validation.point(loc.lon, loc.lat, loc.crs, "location"),
             "category": req.category, "description": req.description or "",
             "source": req.source or "api", "priority": req.priority,
             "external_id": req.external_id, "reporter": req.reporter,
-            "reported_at": validation._client_time(req.reported_at, "reported_at", None, 30.0)}
+            "reported_at": validation.client_time({"reported_at": req.reported_at}, "reported_at",
+                                                  "reported_at")}
 
 
 _MSGSPEC_ALONE = msgspec.json.Decoder(schemas.Intake)

@@ -300,7 +300,8 @@ def _field_error(text: str, prefix: str) -> ApiError:
                     path or None)
 
 
-def _point(lon: float, lat: float, crs: str, field: str) -> dict[str, Any]:
+def point(lon: float, lat: float, crs: str, field: str) -> dict[str, Any]:
+    """A checked point in ``crs`` → WGS84 plus the original; errors name ``field``.lon etc."""
     def name(key: str) -> str:
         return f"{field}.{key}" if field else key
 
@@ -319,7 +320,7 @@ def location(data: Any, field: str = "location") -> dict[str, Any]:
     the same answer for the same point. Rounding is for display only (render.py).
     """
     loc = _shape(require_object(data, field or None), Location, field)
-    return _point(loc.lon, loc.lat, loc.crs, field)
+    return point(loc.lon, loc.lat, loc.crs, field)
 
 
 def intake(data: Any, categories: dict[str, Any], *, now: float | None = None,
@@ -334,7 +335,7 @@ def intake(data: Any, categories: dict[str, Any], *, now: float | None = None,
         raise ApiError(422, "invalid_field", f"unknown category {req.category!r}", "category")
     loc = req.location
     return {
-        "location": _point(loc.lon, loc.lat, loc.crs, "location"),
+        "location": point(loc.lon, loc.lat, loc.crs, "location"),
         "category": req.category,
         "description": req.description or "",
         "source": req.source or "api",
@@ -362,6 +363,6 @@ def position(data: Any, *, now: float | None = None,
     body = require_object(data)
     check_values(body)
     req = _shape(body, Position)
-    loc = _point(req.lon, req.lat, req.crs, "")
+    loc = point(req.lon, req.lat, req.crs, "")
     return {"lon": loc["lon"], "lat": loc["lat"], "accuracy_m": req.accuracy_m,
             "at": _client_time(req.at, "at", now, max_skew_s)}
