@@ -112,31 +112,19 @@ class BusyUnits(dict[str, str]):
     pop = popitem = clear = update = setdefault = __ior__ = _unsupported
 
 
-class Engine:
-    """All events, their lifecycle, timers and escalation, as a fold over the journal."""
+class EventTable:
+    """Event states by id, with the open set and the busy units (unit → its open event)
+    derived from them: the read API the engine and the committed view (``dispatch.view``)
+    share."""
 
-    def __init__(self, policy: Policy, routing: RoutingPort) -> None:
-        self.policy = policy
-        self.routing = routing
-        self.last_seq = 0
-        self._counter = 0
+    def __init__(self, busy: dict[str, str]) -> None:
         self._events: dict[str, dict[str, Any]] = {}
         self._open: dict[str, None] = {}
-        self._busy = BusyUnits()
-        self._busy_view = MappingProxyType(self._busy)
-        # duplicate detection, per caller (contract §3): (caller, source, external_id) and
-        # (caller, idempotency key) → event id; caller None for events stored before callers
-        self._by_external: dict[tuple[str | None, Any, str], str] = {}
-        self._by_key: dict[tuple[str | None, str], str] = {}
-        self._book = DeadlineBook()
-        self._live: dict[str, Deadlines] = {}  # event id → its live deadlines (non-empty)
-        # undo log of the records this engine made: (seq, event id, state before, counter)
-        self._undo: deque[tuple[int, str, dict[str, Any] | None, int]] = deque(
-            maxlen=UNDO_MAX)
+        self._busy = busy
+        self._busy_view = MappingProxyType(busy)
 
-    # -- queries ----------------------------------------------------------------------------
     def get(self, event_id: str) -> dict[str, Any]:
-        """The current state of an event (read-only); ``NotFoundError`` if unknown."""
+        """The event's state (read-only); ``NotFoundError`` if unknown."""
         try:
             return self._events[event_id]
         except KeyError:
@@ -154,10 +142,46 @@ class Engine:
         """Units assigned to open events: unit id → event id (a live read-only view)."""
         return self._busy_view
 
+    def _place(self, ev: dict[str, Any]) -> None:
+        """Make ``ev`` the event's state and move the open set and busy units with it."""
+        eid = ev["id"]
+        old = self._events.get(eid)
+        self._events[eid] = ev
+        if old is not None and old.get("unit") and self._busy.get(old["unit"]) == eid:
+            del self._busy[old["unit"]]
+        if ev["status"] in OPEN_STATUSES:
+            self._open[eid] = None
+            if ev.get("unit"):
+                self._busy[ev["unit"]] = eid
+        else:
+            self._open.pop(eid, None)
+
+
+class Engine(EventTable):
+    """All events, their lifecycle, timers and escalation, as a fold over the journal."""
+
+    def __init__(self, policy: Policy, routing: RoutingPort) -> None:
+        self._busy_units = BusyUnits()
+        super().__init__(self._busy_units)
+        self.policy = policy
+        self.routing = routing
+        self.last_seq = 0
+        self._counter = 0
+        # duplicate detection, per caller (contract §3): (caller, source, external_id) and
+        # (caller, idempotency key) → event id; caller None for events stored before callers
+        self._by_external: dict[tuple[str | None, Any, str], str] = {}
+        self._by_key: dict[tuple[str | None, str], str] = {}
+        self._book = DeadlineBook()
+        self._live: dict[str, Deadlines] = {}  # event id → its live deadlines (non-empty)
+        # undo log of the records this engine made: (seq, event id, state before, counter)
+        self._undo: deque[tuple[int, str, dict[str, Any] | None, int]] = deque(
+            maxlen=UNDO_MAX)
+
+    # -- queries (get, events, open_events, busy_units: EventTable) --------------------------
     def busy_map(self) -> BusyUnits:
         """The busy units with change subscriptions (``UnitIndex.follow_busy``); the map the
         engine hands its routing port on each recommendation. Read it, never change it."""
-        return self._busy
+        return self._busy_units
 
     def deadlines_of(self, event_id: str) -> Deadlines:
         """The live deadlines of ``event_id`` (empty when closed, undispatched or unknown)."""
@@ -512,18 +536,10 @@ class Engine:
     def _index(self, old: dict[str, Any] | None, ev: dict[str, Any],
                force: bool = False) -> None:
         eid = ev["id"]
-        self._events[eid] = ev
+        self._place(ev)
         if old is None:
             for index, k in self._dup_keys(ev):
                 index.setdefault(k, eid)  # the first event under a key is the one it means
-        if old is not None and old.get("unit") and self._busy.get(old["unit"]) == eid:
-            del self._busy[old["unit"]]
-        if ev["status"] in OPEN_STATUSES:
-            self._open[eid] = None
-            if ev.get("unit"):
-                self._busy[ev["unit"]] = eid
-        else:
-            self._open.pop(eid, None)
         self._set_deadlines(eid, live_deadlines(ev), force)
 
     def _set_deadlines(self, eid: str, live: Deadlines, force: bool = False) -> None:
