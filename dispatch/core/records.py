@@ -10,7 +10,7 @@ record, which ``verify_chain`` names.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -231,6 +231,20 @@ def _keep(record: Record, state: dict[str, Any]) -> dict[str, Any]:
     return state
 
 
+def _rebuilt(record: Record,
+             lists: Callable[[str, dict[str, Any]], list[Any]]) -> dict[str, Any]:
+    """The full state after ``record``: kept, a v1 record's ``after``, or a v2 ``after`` with
+    each append-only list from ``lists(key, what the record appended to it)``; kept."""
+    if record.state is not None:
+        return record.state
+    if record.added is None:
+        return _keep(record, record.after)
+    state = dict(record.after)
+    for k in APPEND_ONLY:
+        state[k] = lists(k, record.added[k])
+    return _keep(record, state)
+
+
 def fold(prev: dict[str, Any] | None, record: Record) -> dict[str, Any]:
     """The event's full state after ``record``, from its full state before (None: a new
     event). A v1 record holds it whole; a v2 record's ``after`` gets each append-only list
@@ -238,20 +252,15 @@ def fold(prev: dict[str, Any] | None, record: Record) -> dict[str, Any]:
     not the state the record was made on (its lists are not as long as the record says).
     The result is kept as ``record.state``.
     """
-    if record.state is not None:
-        return record.state
-    if record.added is None:
-        return _keep(record, record.after)
-    state = dict(record.after)
-    for k in APPEND_ONLY:
-        part = record.added[k]
+    def extended(k: str, part: dict[str, Any]) -> list[Any]:
         held = prev[k] if prev is not None else []
         if len(held) != part["start"]:
             raise ValueError(
                 f"record {record.seq} appends to {record.event_id}'s {k} at {part['start']} "
                 f"but the state before it has {len(held)} entries (a record is missing)")
-        state[k] = [*held, *part["items"]]
-    return _keep(record, state)
+        return [*held, *part["items"]]
+
+    return _rebuilt(record, extended)
 
 
 def state_at(record: Record, current: dict[str, Any] | None) -> dict[str, Any]:
@@ -261,20 +270,15 @@ def state_at(record: Record, current: dict[str, Any] | None) -> dict[str, Any]:
     The append-only lists at the record are the prefixes of today's that end where the
     record's additions end. ``ValueError`` when ``current`` is older than the record.
     """
-    if record.state is not None:
-        return record.state
-    if record.added is None:
-        return _keep(record, record.after)
-    state = dict(record.after)
-    for k in APPEND_ONLY:
-        part = record.added[k]
+    def cut(k: str, part: dict[str, Any]) -> list[Any]:
         end = part["start"] + len(part["items"])
         held = current.get(k) if current is not None else None
         if held is None or held[part["start"]:end] != part["items"]:
             raise ValueError(f"record {record.seq}: the state of {record.event_id} given "
                              f"does not hold what the record appended to its {k}")
-        state[k] = held[:end]
-    return _keep(record, state)
+        return held[:end]
+
+    return _rebuilt(record, cut)
 
 
 def state_of(record: Record) -> dict[str, Any]:
