@@ -325,9 +325,12 @@ def location(data: Any, field: str = "location") -> dict[str, Any]:
 
 def intake(data: Any, categories: dict[str, Any], *, now: float | None = None,
            max_skew_s: float = 30.0) -> dict[str, Any]:
-    """The fields of ``POST /events`` (contract §3), validated; ``now`` bounds ``reported_at``."""
+    """The fields of ``POST /events`` (contract §3), validated; ``now`` bounds ``reported_at``.
+
+    Like ``action_body`` and ``position``, it takes what ``parse_json`` returned: every value
+    in it (bad characters, long integers, NaN) was checked there, once per request.
+    """
     body = require_object(data)
-    check_values(body)
     if "location" not in body:
         raise ApiError(422, "invalid_field", "location is required", "location")
     req = _shape(body, Intake)
@@ -351,7 +354,6 @@ def action_body(data: Any, *, now: float | None = None,
     """The optional fields of an action: ``at`` (bounded by ``now``), ``unit``, ``team``,
     ``note``."""
     body = require_object(data if data is not None else {})
-    check_values(body)
     req = _shape(body, Action)
     return {"at": _client_time(req.at, "at", now, max_skew_s), "unit": req.unit,
             "team": req.team, "note": req.note}
@@ -361,7 +363,6 @@ def position(data: Any, *, now: float | None = None,
              max_skew_s: float = 30.0) -> dict[str, Any]:
     """``PUT /units/{id}/position`` body: exact WGS84 (or converted) point, accuracy, time."""
     body = require_object(data)
-    check_values(body)
     req = _shape(body, Position)
     loc = point(req.lon, req.lat, req.crs, "")
     return {"lon": loc["lon"], "lat": loc["lat"], "accuracy_m": req.accuracy_m,
