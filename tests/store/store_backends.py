@@ -31,3 +31,13 @@ BACKENDS: dict[str, Callable[[Path], Any]] = {
     "redis": _redis,
 }
 DURABLE = {"sqlite", "redis"}
+
+
+async def created_event_ids(db: Path) -> set[str]:
+    """The ids of the events a SQLite journal holds (its ``created`` records)."""
+    s = SqliteStore(str(db))
+    await s.open()
+    try:
+        return {r.event_id for r in await s.read() if r.action == "created"}
+    finally:
+        await s.close()

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 from dispatch_scenario import make_policy
 from loadgen_proc import fields
+from store_backends import created_event_ids
 from table_routing import TableRouting
 
 from dispatch.audit import verify_journal
@@ -224,13 +225,14 @@ async def until_healthy(srv: Any, timeout: float) -> float:
         await asyncio.sleep(0.1)
 
 
-async def stored_ids(db: Path) -> set[str]:
-    s = SqliteStore(str(db))
-    await s.open()
-    try:
-        return {r.event_id for r in await s.read() if r.action == "created"}
-    finally:
-        await s.close()
+async def post_answered(srv: Any, n: int) -> list[str]:
+    """``n`` intakes, each answered 201; their ids."""
+    answered = []
+    for i in range(n):
+        status, ev = await post_event(srv, i)
+        assert status == 201
+        answered.append(ev["id"])
+    return answered
 
 
 @needs_root
@@ -239,12 +241,8 @@ async def test_disk_full(tiny_disk: Path, tmp_path: Path) -> None:
 
     db = tiny_disk / "journal.db"
     srv = await start_server(tmp_path, store=str(db))
-    answered: list[str] = []
     try:
-        for i in range(5):
-            status, ev = await post_event(srv, i)
-            assert status == 201
-            answered.append(ev["id"])
+        answered = await post_answered(srv, 5)
         filler = fill(tiny_disk)
         refused = None
         for i in range(5, 50):  # the WAL may still have a little room: write until it is out
@@ -273,8 +271,8 @@ async def test_disk_full(tiny_disk: Path, tmp_path: Path) -> None:
         await srv.runner.cleanup()
     out = audit_verify(db)
     assert out.returncode == 0 and out.stdout.startswith("OK"), out.stdout + out.stderr
-    assert set(answered) <= await stored_ids(db)
-    assert len(await stored_ids(db)) == len(answered)  # a refused intake left nothing
+    assert set(answered) <= await created_event_ids(db)
+    assert len(await created_event_ids(db)) == len(answered)  # a refused intake left nothing
 
 
 @needs_root
@@ -287,12 +285,8 @@ async def test_read_only_store(tiny_disk: Path, tmp_path: Path) -> None:
 
     db = tiny_disk / "journal.db"
     srv = await start_server(tmp_path, store=str(db))
-    answered: list[str] = []
     try:
-        for i in range(5):
-            status, ev = await post_event(srv, i)
-            assert status == 201
-            answered.append(ev["id"])
+        answered = await post_answered(srv, 5)
     finally:
         await srv.session.close()
         await srv.runner.cleanup()
@@ -313,5 +307,5 @@ async def test_read_only_store(tiny_disk: Path, tmp_path: Path) -> None:
         await srv.session.close()
         await srv.runner.cleanup()
     assert audit_verify(db).returncode == 0
-    assert await stored_ids(db) == set(answered)
+    assert await created_event_ids(db) == set(answered)
     assert verify_journal(str(db))[0]

@@ -14,9 +14,9 @@ import time
 from pathlib import Path
 
 import pytest
+from store_backends import created_event_ids
 
 from dispatch.audit import verify_journal
-from dispatch.store.sqlite import SqliteStore
 
 HERE = Path(__file__).parent
 T0 = 1_767_225_600.0
@@ -25,15 +25,6 @@ T0 = 1_767_225_600.0
 def run(db: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, str(HERE / "loadgen_proc.py"), str(db), *args],
                           capture_output=True, text=True, timeout=60, check=True)
-
-
-async def journal_events(db: Path) -> set[str]:
-    s = SqliteStore(str(db))
-    await s.open()
-    try:
-        return {r.event_id for r in await s.read() if r.action == "created"}
-    finally:
-        await s.close()
 
 
 @pytest.mark.slow
@@ -54,7 +45,7 @@ async def test_sigkill_mid_load_loses_no_answered_event(tmp_path: Path) -> None:
     p.wait()
     assert p.returncode == -signal.SIGKILL
     assert len(answered) >= 3000
-    stored = await journal_events(db)
+    stored = await created_event_ids(db)
     missing = set(answered) - stored
     assert not missing, f"{len(missing)} answered events lost"
     assert verify_journal(str(db))[0]
