@@ -9,16 +9,14 @@ handlers, not the token bucket (which has tests of its own).
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from tests.geo import toy
+from tests.server.conftest import dump_config, free_port
 
 POINT_A = (120.002, 28.002)
 POINT_B = (120.035, 28.005)
@@ -55,12 +53,6 @@ def auth(who: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {token(who)}"}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def write_config(tmp: Path, **sections: Any) -> Path:
     """A config file: toy data, a temp SQLite journal, every role's token, no rate limits."""
     regions, zones, teams = toy.write(tmp / "geo")
@@ -75,14 +67,7 @@ def write_config(tmp: Path, **sections: Any) -> Path:
                    "auth_failures_per_min": 1_000_000, "auth_failures_burst": 1_000_000},
         "ui": {"center": [120.03, 28.02], "zoom": 12},
     }
-    for key, value in sections.items():
-        if isinstance(value, dict) and isinstance(cfg.get(key), dict):
-            cfg[key] = {**cfg[key], **value}
-        else:
-            cfg[key] = value
-    path = tmp / "config.yaml"
-    path.write_text(yaml.safe_dump(cfg, allow_unicode=True), encoding="utf-8")
-    return path
+    return dump_config(tmp, cfg, sections)
 
 
 def serve(config: Path, log: Path) -> tuple[subprocess.Popen[bytes], str]:

@@ -45,6 +45,12 @@ def write_config(tmp: Path, **sections: Any) -> Path:
                 "teams": str(DEMO_DIR / "teams.yaml")},
         "auth": {"tokens": list(TOKENS.values()), "token_file": str(tmp / "tokens.yaml")},
     }
+    return dump_config(tmp, cfg, sections)
+
+
+def dump_config(tmp: Path, cfg: dict[str, Any], sections: dict[str, Any]) -> Path:
+    """``cfg`` with ``sections`` over it (a dict section merged one level deep), written to
+    ``tmp/config.yaml``."""
     for key, value in sections.items():
         if isinstance(value, dict) and isinstance(cfg.get(key), dict):
             cfg[key] = {**cfg[key], **value}
