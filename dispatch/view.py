@@ -44,6 +44,3 @@ class CommittedView(EventTable):
                 continue  # already showing this change or a later one
             self._place(fold(held, r))
             self.last_seq = max(self.last_seq, r.seq)
-
-    def __len__(self) -> int:
-        return len(self._events)

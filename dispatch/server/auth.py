@@ -198,12 +198,6 @@ def read_token_file_entries(path: Path) -> tuple[dict[str, TokenSpec], set[str]]
     return _specs(path, data, "tokens", token_file_entry), revoked
 
 
-def read_token_file(path: Path) -> list[TokenSpec]:
-    """The tokens of a token file that work (valid, not revoked)."""
-    specs, revoked = read_token_file_entries(path)
-    return [s for d, s in specs.items() if d not in revoked]
-
-
 def issue_token(path: Path, role: str, region: str | None, unit: str | None,
                 name: str | None = None) -> str:
     """Create a random token, append its digest to the token file, return the token once.

@@ -367,9 +367,6 @@ class Hub:
     def queue_depth(self) -> int:
         return sum(len(c.queue) for c in self.clients)
 
-    def queued_bytes(self) -> int:
-        return sum(c.queued_bytes for c in self.clients)
-
     async def close_all(self) -> None:
         """Server shutdown: close every socket with 1001 (going away)."""
         for c in list(self.clients) + list(self.connecting):
