@@ -17,6 +17,10 @@ log = logging.getLogger("dispatch")
 ROOT_CONFIG = Path(__file__).resolve().parents[1] / "config.yaml"
 
 
+# The live state is many small dicts: collect young objects less often, or full collections
+# over it pause the loop for 100+ ms under load (bench/bench_core.py measures both).
+GC_THRESHOLDS = (50_000, 50, 1000)
+
 def _config(path: str | None, **overrides: Any) -> Config:
     """--config FILE, else $DISPATCH_CONFIG, else ./config.yaml, else the repo's config.yaml."""
     if path is None:
@@ -63,9 +67,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         attach_demo(app, rate_per_min=args.demo_rate)
     _print_banner(config)
-    # The live state is many small dicts: collect young objects less often, or full
-    # collections over it pause the loop for 100+ ms under load (bench/bench_core.py).
-    gc.set_threshold(50_000, 50, 1000)
+    gc.set_threshold(*GC_THRESHOLDS)
     web.run_app(app, host=config.host, port=config.port, access_log_class=AccessLogger,
                 access_log=logging.getLogger("dispatch.access") if args.access_log else None,
                 shutdown_timeout=10.0, print=None, handle_signals=True)

@@ -41,10 +41,12 @@ def iso(t: Any, tz: tzinfo) -> str | None:
     Never raises: a value that is no number, not finite, or outside what ``datetime`` can
     print in ``tz`` (an older version's stored 1e12 or -1e12) renders as None.
     """
+    if t is None:  # most time fields of an open event
+        return None
     try:
-        if type(t) is float:  # the common case first: every stored time is one
+        if type(t) is float:  # the common case next: every stored time is one
             return _iso(t, tz)
-        if t is None or isinstance(t, bool) or not isinstance(t, int | float):
+        if isinstance(t, bool) or not isinstance(t, int | float):
             return None
         return _iso(float(t), tz)
     except (OverflowError, OSError, ValueError):

@@ -56,11 +56,11 @@ _Model = TypeVar("_Model", bound=msgspec.Struct)
 
 
 def _needs_walk(body: bytes) -> bool:
-    """Whether a body msgspec decoded (no 16-digit run) needs the walk of ``check_values``.
+    """Whether a body msgspec decoded needs the walk of ``check_values`` for its characters.
 
-    msgspec refuses raw C0 controls, invalid UTF-8 (raw surrogates) and NaN/Infinity/1e400;
-    the digit-run gate leaves no integer of more than 15 digits. What is left to find comes
-    only from an escape (``\\``), a raw DEL or a raw C1 control (UTF-8 lead byte 0xC2).
+    msgspec refuses raw C0 controls, invalid UTF-8 (raw surrogates) and NaN/Infinity/1e400.
+    What is left to find comes only from an escape (``\\``), a raw DEL or a raw C1 control
+    (UTF-8 lead byte 0xC2); integers of more than 15 digits are looked for by the caller.
     """
     return b"\\" in body or b"\x7f" in body or b"\xc2" in body
 
@@ -105,18 +105,19 @@ def parse_json(body: bytes, max_depth: int) -> Any:
     for a string with a lone surrogate or a control character other than tab/CR/LF (in a key
     too), an integer of more than 15 digits, or NaN/Infinity, wherever it sits.
     """
-    if _LONG_RUN not in body.translate(_DIGITS_TO_NUL):
-        try:
-            data = _DECODE.decode(body)
-        except (msgspec.DecodeError, RecursionError):
-            pass  # the json path below names what is wrong
-        else:
-            if (body.count(b"[") + body.count(b"{") > max_depth
-                    and _depth_exceeds(body.decode("utf-8"), max_depth)):
-                raise ApiError(400, "too_deep", f"JSON nested deeper than {max_depth} levels")
-            if _needs_walk(body):
-                check_values(data)
-            return data
+    try:
+        data = _DECODE.decode(body)
+    except (msgspec.DecodeError, RecursionError):
+        pass  # the json path below names what is wrong (msgspec refuses huge integers too)
+    else:
+        if (body.count(b"[") + body.count(b"{") > max_depth
+                and _depth_exceeds(body.decode("utf-8"), max_depth)):
+            raise ApiError(400, "too_deep", f"JSON nested deeper than {max_depth} levels")
+        # a run of 16+ digits is mostly an id inside a string (a work-order number); the
+        # walk finds the one that is an integer
+        if _needs_walk(body) or _LONG_RUN in body.translate(_DIGITS_TO_NUL):
+            check_values(data)
+        return data
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
