@@ -36,7 +36,7 @@ from dispatch.core.records import Record
 from dispatch.runtime import StoreUnavailableError
 from dispatch.server import scope, validation
 from dispatch.server.middleware import check_token, rate_limit
-from dispatch.server.render import display_point, iso
+from dispatch.server.render import display_point, iso, plain
 from dispatch.server.schemas import MAX_DESCRIPTION
 from dispatch.server.state import STATE, State, json_response
 from dispatch.server.validation import ApiError
@@ -335,7 +335,7 @@ class Open311:
         posted = {k: reporter.get(k) if isinstance(reporter.get(k), str) else None
                   for k in PUBLIC_POSTED}
         desc = ev.get("description")
-        return {
+        return plain({  # what an older version stored may not encode as it is
             "service_request_id": str(ev.get("id")),
             "status": "closed" if is_closed(ev) else "open",
             "status_notes": self.status_notes(ev),
@@ -353,7 +353,7 @@ class Open311:
             "lat": loc.get("lat"),
             "long": loc.get("lon"),
             "media_url": posted["media_url"],
-        }
+        })
 
     def service_notice(self, ev: Mapping[str, Any]) -> str:
         """The POST's notice: where the request went and when officers are due on scene."""

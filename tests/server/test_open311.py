@@ -282,6 +282,31 @@ async def test_public_gets_need_no_token(server: Server) -> None:
         assert (await geo.get_requests())[0] == 200
 
 
+ODD_EVENTS = [
+    {},
+    {"id": "E1", "status": ["resolved"], "created_at": 1e300, "updated_at": float("nan"),
+     "location": "nowhere", "reporter": [1], "timeline": "x", "transfer": 5,
+     "team": {"a": 1}, "category": 7, "description": "lone \ud800 surrogate"},
+    {"id": 10**30, "status": "cancelled", "cancelled_at": 1.0, "timeline": [None, {
+        "action": "cancelled", "note": 5}], "location": {"lon": "x", "lat": float("inf")},
+     "reporter": {"address_string": 5, "media_url": "https://example.org/\udfff"}},
+    {"id": "E2", "status": "resolved", "transfer": {"department": ["x"]}},
+]
+
+
+@pytest.mark.parametrize("ev", ODD_EVENTS, ids=range(len(ODD_EVENTS)))
+async def test_whatever_was_stored_renders(server: Server, ev: dict[str, Any]) -> None:
+    """Contract §3 Bounds: one odd stored event never breaks the public answers."""
+    import orjson
+
+    from dispatch.server.open311 import Open311
+
+    o311 = Open311(server.state)
+    out = o311.render(ev)
+    assert orjson.loads(orjson.dumps(out))["status"] in ("open", "closed")
+    assert isinstance(o311.status_notes(ev), str)
+
+
 # -- bad input --------------------------------------------------------------------------------
 BAD_FORMS = [
     ({"service_code": None}, 400, "service_code"),
