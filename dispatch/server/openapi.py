@@ -16,7 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from dispatch.core.lifecycle import ACTIONS, STAGES, STATUSES
-from dispatch.server import open311, schemas
+from dispatch.server import open311_openapi, schemas
 from dispatch.server.state import json_response
 
 
@@ -142,7 +142,7 @@ SCHEMAS: dict[str, Any] = {
     # the request bodies (Intake, Action, Position, Location): generated from the models that
     # validate them (schemas.py), never written here
     **schemas.components(),
-    **open311.OPENAPI_SCHEMAS,  # /open311: the standard's own shapes and error list
+    **open311_openapi.SCHEMAS,  # /open311: the standard's own shapes and error list
 }
 
 
@@ -300,7 +300,7 @@ PATHS: dict[str, dict[str, Any]] = {
                        "responses": responses(PAGE_OK, ())}},
     "/supervisor": {"get": {"operationId": "supervisorPage", "summary": "Supervisor dashboard",
                             "security": [], "responses": responses(PAGE_OK, ())}},
-    **open311.OPENAPI_PATHS,  # GeoReport v2 (contract §8): public GETs, api_key POST
+    **open311_openapi.PATHS,  # GeoReport v2 (contract §8): public GETs, api_key POST
 }
 
 DOCUMENT: dict[str, Any] = {
