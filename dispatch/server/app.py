@@ -2,8 +2,8 @@
 
 How it works: ``build_app(config)`` wires a ``Runtime`` (core + store + geo + deadline
 loop), the scope areas, the ``Commands``, the ``Hub`` (given the shared ``Rendering``) and
-the route modules (``api``, ``ws``, ``health``, ``openapi``); this is the only module that
-imports them, and none of them imports it. The middlewares are ``middleware.py``'s, the
+the route modules (``api``, ``ws``, ``health``, ``openapi``, ``open311``); this is the only
+module that imports them, and none of them imports it. The middlewares are ``middleware.py``'s, the
 shared ``State`` is ``state.py``'s. Start-up rebuilds state from the journal before the port
 answers; shutdown closes WebSockets with 1001 and flushes the journal.
 """
@@ -21,7 +21,7 @@ from aiohttp import web
 from dispatch.clock import Clock, SystemClock
 from dispatch.config import Config, ConfigError
 from dispatch.runtime import Runtime
-from dispatch.server import api, health, openapi, ws
+from dispatch.server import api, health, open311, openapi, ws
 from dispatch.server.auth import TokenBook
 from dispatch.server.commands import Commands
 from dispatch.server.hub import Hub
@@ -156,6 +156,7 @@ def build_app(config: Config, clock: Clock | None = None, store: Store | None = 
     health.add_routes(app)
     ws.add_routes(app)
     openapi.add_routes(app)
+    open311.add_routes(app, state)  # /open311: GeoReport v2, its own error shape
     _add_pages(app)
 
     tasks: list[asyncio.Task[None]] = []

@@ -1,6 +1,8 @@
 """Middlewares, outermost first: metrics (latency by route), errors (every failure becomes
 ``{"error": {code, message, field}}``), and auth + rate limit for ``/api/v1`` and ``/ws``
 (contract §3, §6). The token buckets are shared with the WebSocket's client messages.
+Everything else is public here: ``/open311`` (its GETs are public, its POST checks its
+``api_key`` with ``check_token`` and answers errors in the standard's own shape) and the pages.
 """
 
 from __future__ import annotations
@@ -85,7 +87,15 @@ async def auth_middleware(request: web.Request, handler: Any) -> web.StreamRespo
 
 
 def authenticate(request: web.Request) -> Principal:
-    """The caller's principal, else 401; 429 while this address has failed too often.
+    """The caller's principal from its bearer token (``check_token``)."""
+    return check_token(request, bearer(request))
+
+
+def check_token(request: web.Request, token: str | None) -> Principal:
+    """The principal of ``token``, else 401; 429 while this address has failed too often.
+
+    The one check of every token, whichever way it arrives: the bearer token of ``/api/v1``
+    and ``/ws``, Open311's ``api_key`` (``server/open311.py``).
 
     Failed look-ups are counted per client address (a token bucket of
     ``limits.auth_failures_burst`` refilled at ``limits.auth_failures_per_min``). While the
@@ -107,7 +117,7 @@ def authenticate(request: web.Request) -> Principal:
             raise ApiError(429, "rate_limited",
                            "too many requests with a missing or invalid token from this address",
                            retry_after_s=round((1 - b.tokens) / rate, 3))
-    p = state.tokens.lookup(bearer(request))
+    p = state.tokens.lookup(token)
     if p is not None:
         return p
     if b is None:

@@ -16,7 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from dispatch.core.lifecycle import ACTIONS, STAGES, STATUSES
-from dispatch.server import schemas
+from dispatch.server import open311_openapi, schemas
 from dispatch.server.state import json_response
 
 
@@ -142,6 +142,7 @@ SCHEMAS: dict[str, Any] = {
     # the request bodies (Intake, Action, Position, Location): generated from the models that
     # validate them (schemas.py), never written here
     **schemas.components(),
+    **open311_openapi.SCHEMAS,  # /open311: the standard's own shapes and error list
 }
 
 
@@ -299,13 +300,15 @@ PATHS: dict[str, dict[str, Any]] = {
                        "responses": responses(PAGE_OK, ())}},
     "/supervisor": {"get": {"operationId": "supervisorPage", "summary": "Supervisor dashboard",
                             "security": [], "responses": responses(PAGE_OK, ())}},
+    **open311_openapi.PATHS,  # GeoReport v2 (contract §8): public GETs, api_key POST
 }
 
 DOCUMENT: dict[str, Any] = {
     "openapi": "3.1.0",
     "info": {"title": "Taizhou law-enforcement dispatch API", "version": "2",
              "description": "Contract v2: intake, routing, 1/3/15 timers, escalation, scope. "
-                            "Every 4xx/5xx body is the Error schema."},
+                            "Every 4xx/5xx body is the Error schema (under /open311, "
+                            "Open311 GeoReport v2, the standard's Open311Errors)."},
     "servers": [{"url": "/"}],
     "security": [{"bearer": []}],
     "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},

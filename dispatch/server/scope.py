@@ -127,6 +127,21 @@ def record_audiences(after: Mapping[str, Any], before: Mapping[str, Any] | None
     return out
 
 
+# -- Open311 GeoReport v2 (contract §8) -------------------------------------------------------
+OPEN311_SOURCE = "open311"  # the source of the events that came in through /open311
+
+
+def may_post_open311(p: Principal) -> bool:
+    """Open311's ``api_key`` is an intake token (contract §8): no other role posts there."""
+    return p.role == "intake"
+
+
+def open311_public(ev: Mapping[str, Any]) -> bool:
+    """Whether the public Open311 GETs show the event: only requests that came in through
+    Open311 (and only their public fields, ``server/open311.py``), never another event."""
+    return isinstance(ev, Mapping) and ev.get("source") == OPEN311_SOURCE
+
+
 # -- units, teams, regions --------------------------------------------------------------------
 class Dataset(Protocol):
     """What the scope rules read from the data set (geo.model.Dataset)."""

@@ -43,6 +43,7 @@ from tests.fuzz.net import (
     intake_body,
     serve,
     stop,
+    token,
     write_config,
 )
 
@@ -65,6 +66,7 @@ class Api:
     url: str
     session: requests.Session
     events: list[str] = field(default_factory=list)
+    open311: list[str] = field(default_factory=list)  # requests made through /open311
     last: tuple[int, int, list[Any]] | None = None  # the state after the previous request
 
     def state(self) -> tuple[int, int, list[Any]]:
@@ -106,6 +108,9 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
                              headers=auth("intake"), timeout=10)
             assert r.status_code == 201, r.text
             out.events.append(r.json()["id"])
+        r = session.post(url + OPEN311, data=_open311_form(POINT_A), timeout=10)
+        assert r.status_code == 201, r.text
+        out.open311.append(r.json()[0]["service_request_id"])
         yield out
     finally:
         session.close()
@@ -123,13 +128,24 @@ def _well_formed_intake(case: Any) -> st.SearchStrategy[Any]:
     return st.sampled_from([POINT_A, POINT_B]).map(well_formed)
 
 
+OPEN311 = "/open311/v2/requests.json"
+
+
+def _open311_form(point: tuple[float, float]) -> dict[str, Any]:
+    """An Open311 POST that makes an event (the intake token as its api_key)."""
+    return {"api_key": token("intake"), "service_code": "street_vending", "lat": point[1],
+            "long": point[0], "description": "网测试"}
+
+
 def _pointed(case: Any, api: Api) -> st.SearchStrategy[Any]:
     """Known ids and points now and then, so generated requests reach real state."""
     op = case.operation.path
     params = dict(case.path_parameters or {})
     strategies: list[st.SearchStrategy[Any]] = [st.just(case)]
     if "id" in params:
-        known = list(api.events) if op.startswith("/api/v1/events") else [*UNITS_A, UNIT_B]
+        known = (list(api.events) if op.startswith("/api/v1/events") else
+                 [*api.open311, *api.events] if op.startswith("/open311/") else
+                 [*UNITS_A, UNIT_B])
 
         def with_id(i: str) -> Any:
             case.path_parameters = {**params, "id": i}
@@ -144,6 +160,12 @@ def _pointed(case: Any, api: Api) -> st.SearchStrategy[Any]:
 
         strategies.append(st.sampled_from([POINT_A, POINT_B]).map(located))
         strategies.append(_well_formed_intake(case))
+    if op == OPEN311 and case.method.upper() == "POST" and isinstance(body, dict):
+        def keyed(point: tuple[float, float]) -> Any:  # a real key: some of them get in
+            case.body = {**body, **_open311_form(point)}
+            return case
+
+        strategies.append(st.sampled_from([POINT_A, POINT_B]).map(keyed))
     if op.endswith("/{action}") and isinstance(body, dict):
         def target(kv: tuple[str, str]) -> Any:
             case.body = {**body, kv[0]: kv[1]}

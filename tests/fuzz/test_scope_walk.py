@@ -101,6 +101,17 @@ def anyone(who: str) -> str:
     return "ok"
 
 
+def not_open311(who: str) -> str:
+    """Open311's public GET of E: E came in through /api/v1, so it is no Open311 request and
+    answers 404 to everyone (the bearer token plays no part there)."""
+    return "scope"
+
+
+def open311_post(who: str) -> str:
+    """Open311's POST without an ``api_key``: 403 whoever (a bearer token is not its key)."""
+    return "role"
+
+
 # (method, route as the router names it) → how every role fares against E.
 MATRIX: dict[tuple[str, str], Callable[[str], str]] = {
     ("POST", f"{V1}/events"): create_cell,
@@ -126,6 +137,10 @@ MATRIX: dict[tuple[str, str], Callable[[str], str]] = {
     ("GET", "/ops"): anyone,
     ("GET", "/field"): anyone,
     ("GET", "/supervisor"): anyone,
+    ("GET", "/open311/v2/services.json"): anyone,
+    ("GET", "/open311/v2/requests.json"): anyone,
+    ("POST", "/open311/v2/requests.json"): open311_post,
+    ("GET", "/open311/v2/requests/{id}.json"): not_open311,
 }
 ID_ROUTES = {f"{V1}/events/{{id}}", f"{V1}/events/{{id}}/units",
              f"{V1}/events/{{id}}/{{action}}", f"{V1}/units/{{id}}/position"}
