@@ -154,6 +154,12 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         if t.get("region") and t["region"] not in ds.regions:
             return _fail(ConfigError(f"auth.tokens[{i}].region",
                                      f"unknown region {t['region']!r}"))
+    from dispatch.server.webhooks import check_regions
+
+    try:
+        check_regions(config, ds.regions)
+    except ConfigError as exc:
+        return _fail(exc)
     print(f"config OK: store {config.store}; {ds.summary()}")
     return 0
 

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -68,6 +69,12 @@ DEFAULTS: dict[str, Any] = {
            "position_flush_s": 1.0},
     "timezone": "Asia/Shanghai",
     "ui": {"tiles": None, "center": [121.2, 28.75], "zoom": 9},
+    # contract v2 §8: [{id, url, secret, source?, region?}] (server/webhooks.py)
+    "webhooks": [],
+    # retries back off from retry_initial_s (at most 1 s), doubling, to retry_max_s (at most
+    # 60 s); one attempt waits timeout_s; on Redis one instance per webhook holds a lease_s lease
+    "webhooks_options": {"retry_initial_s": 1.0, "retry_max_s": 60.0, "timeout_s": 10.0,
+                         "lease_s": 10.0},
 }
 
 
@@ -278,6 +285,52 @@ def _validate(raw: dict[str, Any]) -> None:
     tiles = raw["ui"].get("tiles")
     _need(tiles is None or (isinstance(tiles, dict) and isinstance(tiles.get("url"), str)),
           "ui.tiles", "must be null or a mapping with a url")
+    _validate_webhooks(raw["webhooks"], raw["webhooks_options"])
+
+
+WEBHOOK_KEYS = ("id", "url", "secret", "source", "region")
+WEBHOOK_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+
+
+def _validate_webhooks(hooks: Any, opts: dict[str, Any]) -> None:
+    """``webhooks`` (contract v2 §8) and ``webhooks_options``; a region's existence is checked
+    against the geo data at start-up (``server/webhooks.check_regions``)."""
+    _need(isinstance(hooks, list), "webhooks", "must be a list of {id, url, secret, source?, "
+          "region?}")
+    seen: set[str] = set()
+    for i, h in enumerate(hooks):
+        key = f"webhooks[{i}]"
+        _need(isinstance(h, dict), key, "must be a mapping with id, url and secret")
+        for name in h:
+            _need(name in WEBHOOK_KEYS, f"{key}.{name}",
+                  f"unknown key (known: {', '.join(WEBHOOK_KEYS)})")
+        hid = h.get("id")
+        _need(isinstance(hid, str) and 0 < len(hid) <= 64 and set(hid) <= WEBHOOK_ID_CHARS,
+              f"{key}.id", "must be 1-64 letters, digits, '.', '_' or '-'")
+        _need(hid not in seen, f"{key}.id", f"duplicate webhook {hid!r}")
+        seen.add(hid)
+        url = h.get("url")
+        parts = urlsplit(url) if isinstance(url, str) else None
+        _need(parts is not None and parts.scheme in ("http", "https") and bool(parts.hostname),
+              f"{key}.url", f"must be an http:// or https:// URL, got {url!r}")
+        _need(isinstance(h.get("secret"), str) and h["secret"] != "", f"{key}.secret",
+              "must be a non-empty string (the HMAC-SHA256 key)")
+        for name in ("source", "region"):
+            v = h.get(name)
+            _need(v is None or (isinstance(v, str) and v != ""), f"{key}.{name}",
+                  "must be a non-empty string, or left out for any")
+    for name in opts:
+        _need(name in DEFAULTS["webhooks_options"], f"webhooks_options.{name}", "unknown key")
+    first, most = opts.get("retry_initial_s"), opts.get("retry_max_s")
+    # contract v2 §8: retries back off from at most 1 s, doubling, to at most 60 s
+    _need(_is_num(first) and 0 < first <= 1, "webhooks_options.retry_initial_s",
+          f"must be a number of seconds in (0, 1], got {first!r}")
+    _need(_is_num(most) and first <= most <= 60, "webhooks_options.retry_max_s",
+          f"must be a number of seconds from retry_initial_s to 60, got {most!r}")
+    for name in ("timeout_s", "lease_s"):
+        v = opts.get(name)
+        _need(_is_num(v) and 0 < v <= 600, f"webhooks_options.{name}",
+              f"must be a number of seconds in (0, 600], got {v!r}")
 
 
 def _validate_timers(t: dict[str, Any], key: str, partial: bool = False) -> None:

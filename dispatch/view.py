@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from dispatch.core.engine import Engine, EventTable
-from dispatch.core.records import Record, fold
+from dispatch.core.records import Record, fold, state_at
 
 
 class CommittedView(EventTable):
@@ -44,3 +44,11 @@ class CommittedView(EventTable):
                 continue  # already showing this change or a later one
             self._place(fold(held, r))
             self.last_seq = max(self.last_seq, r.seq)
+
+    def recall(self, record: Record) -> None:
+        """Give a record read back from the journal (at or before ``last_seq``) its event's
+        full state at that record (``records.state_at`` on the state shown here, which is at
+        or after it), so it renders as the event was then. ``ValueError`` when it cannot."""
+        if record.state is not None or record.added is None:
+            return
+        state_at(record, self._events.get(record.event_id))

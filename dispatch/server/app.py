@@ -21,7 +21,7 @@ from aiohttp import web
 from dispatch.clock import Clock, SystemClock
 from dispatch.config import Config, ConfigError
 from dispatch.runtime import Runtime
-from dispatch.server import api, health, open311, openapi, ws
+from dispatch.server import api, health, open311, openapi, webhooks_api, ws
 from dispatch.server.auth import TokenBook
 from dispatch.server.commands import Commands
 from dispatch.server.hub import Hub
@@ -30,6 +30,7 @@ from dispatch.server.middleware import auth_middleware, error_middleware, metric
 from dispatch.server.render import Renderer
 from dispatch.server.scope import Areas
 from dispatch.server.state import STATE, Rendering, State
+from dispatch.server.webhooks import WebhookCollector, Webhooks
 from dispatch.store.base import Store
 
 __all__ = ["STATE", "State", "build_app", "security_headers", "is_loopback"]
@@ -134,6 +135,8 @@ def build_app(config: Config, clock: Clock | None = None, store: Store | None = 
                   render=rendering, areas=areas, commands=commands)
     state.metrics = Metrics(runtime, hub, state.auth_refused)
     runtime.subscribe(hub.publish)
+    webhooks = Webhooks(config, runtime, rendering, clock)  # contract v2 §8
+    state.metrics.registry.register(WebhookCollector(webhooks))
 
     def push_unit(unit_id: str) -> None:  # a position reported on another instance
         hub.publish_unit(commands.render_unit(unit_id))
@@ -157,12 +160,14 @@ def build_app(config: Config, clock: Clock | None = None, store: Store | None = 
     ws.add_routes(app)
     openapi.add_routes(app)
     open311.add_routes(app, state)  # /open311: GeoReport v2, its own error shape
+    webhooks_api.add_routes(app, webhooks)
     _add_pages(app)
 
     tasks: list[asyncio.Task[None]] = []
 
     async def on_startup(app: web.Application) -> None:
         await runtime.start()
+        await webhooks.start()
         tasks.append(asyncio.create_task(
             hub.run_position_flush(float(config["ws"]["position_flush_s"])), name="positions"))
         tasks.append(asyncio.create_task(
@@ -174,6 +179,7 @@ def build_app(config: Config, clock: Clock | None = None, store: Store | None = 
         await hub.close_all()
 
     async def on_cleanup(app: web.Application) -> None:
+        await webhooks.stop()
         await runtime.stop()
 
     app.on_startup.append(on_startup)

@@ -72,6 +72,29 @@ class EventRendering(Protocol):
     def now_iso(self) -> str: ...
 
 
+def message_for(rendering: EventRendering, rec: Record) -> dict[str, Any]:
+    """The change message a record becomes (contract §4): the event as it was at that
+    change. The WebSocket pushes and replays it; the webhooks POST the same JSON (§8).
+
+    The state is ``records.state_of(rec)``: known for the records the engine makes or folds
+    and for v1 records; one read back from the store gets it from ``CommittedView.recall``
+    first, else ``ValueError`` (``Hub.encode_record`` logs and skips it).
+    """
+    msg: dict[str, Any] = {
+        "type": MESSAGE_TYPES.get(rec.action, "event.updated"),
+        "seq": rec.seq,
+        "at": rendering.iso(rec.received_at),
+        "server_time": rendering.now_iso(),
+        "action": rec.action,
+        "event": rendering.event(state_of(rec)),
+    }
+    extra = rec.extra or {}
+    for key in ("stage", "from", "to", "recovered", "notify_tiers"):
+        if key in extra:
+            msg[key] = extra[key]
+    return msg
+
+
 @dataclass(eq=False)
 class Client:
     """One WebSocket connection, its scope and its outgoing queue, bounded in bytes."""
@@ -196,25 +219,8 @@ class Hub:
 
     # -- publishing -----------------------------------------------------------------------
     def message_for(self, rec: Record) -> dict[str, Any]:
-        """The message a record becomes: the event as it was at that change.
-
-        That is ``records.state_of(rec)``: known for the records the engine makes or folds
-        and for v1 records; one read back from the store gets it from ``records.state_at``
-        first (``ws.catch_up``), else ``ValueError`` (``encode_record`` logs and skips it).
-        """
-        msg: dict[str, Any] = {
-            "type": MESSAGE_TYPES.get(rec.action, "event.updated"),
-            "seq": rec.seq,
-            "at": self.rendering.iso(rec.received_at),
-            "server_time": self.rendering.now_iso(),
-            "action": rec.action,
-            "event": self.rendering.event(state_of(rec)),
-        }
-        extra = rec.extra or {}
-        for key in ("stage", "from", "to", "recovered", "notify_tiers"):
-            if key in extra:
-                msg[key] = extra[key]
-        return msg
+        """The message a record becomes (``message_for`` with this hub's rendering)."""
+        return message_for(self.rendering, rec)
 
     def encode_record(self, rec: Record) -> bytes | None:
         """The record's message, serialised; None (logged once per seq) when it cannot be."""

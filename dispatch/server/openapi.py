@@ -139,6 +139,27 @@ SCHEMAS: dict[str, Any] = {
         "status": {"type": "string", "enum": ["ok", "failing"]},
         "reason": STR, "seq": {"type": "integer"}, "events": {"type": "integer"},
         "ws_clients": {"type": "integer"}}},
+    "Deliveries": {"type": "object", "required": [
+        "webhook", "url", "cursor", "last_delivered_seq", "journal_seq", "retrying", "pending",
+        "more", "oldest_pending_age_s"], "properties": {
+        "webhook": STR, "url": STR, "source": NSTR, "region": NSTR,
+        "departments": {"type": "array", "items": STR},
+        "cursor": {"type": "integer", "description": "every covered message up to this seq "
+                   "was answered 2xx"},
+        "last_delivered_seq": {"type": ["integer", "null"]},
+        "journal_seq": {"type": "integer"},
+        "retrying": nullable({"type": "object", "required": ["seq", "attempts", "last_error"],
+                              "properties": {"seq": {"type": "integer"},
+                                             "attempts": {"type": "integer"},
+                                             "last_error": NSTR, "last_attempt_at": NTIME,
+                                             "next_attempt_at": NTIME}}),
+        "pending": {"type": "array", "items": {"type": "object", "required": [
+            "seq", "delivery", "type", "event", "attempts", "last_error"], "properties": {
+            "seq": {"type": "integer"}, "delivery": STR, "type": STR, "action": STR,
+            "event": STR, "at": NTIME, "age_s": {"type": "number"},
+            "attempts": {"type": "integer"}, "last_error": NSTR, "last_attempt_at": NTIME,
+            "next_attempt_at": NTIME}}},
+        "more": {"type": "boolean"}, "oldest_pending_age_s": NNUM}},
     # the request bodies (Intake, Action, Position, Location): generated from the models that
     # validate them (schemas.py), never written here
     **schemas.components(),
@@ -265,6 +286,18 @@ PATHS: dict[str, dict[str, Any]] = {
                 {"schema": {"type": "string", "format": "binary"}}})},
             tuple(sorted({*API, 403, 422})))}},
     "/api/v1/me": {"get": api_get("me", "Who the token is", "Me")},
+    "/api/v1/webhooks/{id}/deliveries": {"get": api_get(
+        "webhookDeliveries", "A webhook's pending messages (attempts, last error) and the last "
+        "delivered seq (admin only)", "Deliveries", (403, 404, 422, 503),
+        [_p("id"), _q("limit", "1..1000 pending messages shown (default 100)",
+                      {"type": "integer", "minimum": 1, "maximum": 1000})])},
+    "/api/v1/webhooks/{id}/redeliver": {"post": {
+        "operationId": "webhookRedeliver",
+        "summary": "Send again every message of the webhook from from_seq (admin only)",
+        "parameters": [_p("id")], "requestBody": _body("Redeliver"),
+        "responses": responses({200: ("the webhook's deliveries after the change",
+                                      _json(ref("Deliveries")))},
+                               tuple(sorted({*API, *BODY, 403, 404, 503})))}},
     "/api/v1/ui": {"get": api_get("ui", "Map settings for the pages", "UI")},
     "/healthz": {"get": {
         "operationId": "healthz", "summary": "Health: 503 with the reason while the store "

@@ -78,7 +78,13 @@ class Position(Struct, kw_only=True):
     at: ClientTime | None = None
 
 
-REQUEST_BODIES: tuple[type[Struct], ...] = (Intake, Action, Position)
+class Redeliver(Struct, kw_only=True):
+    """``POST /api/v1/webhooks/{id}/redeliver`` (contract v2 §8)."""
+
+    from_seq: Annotated[int, Meta(ge=1, description="send again every message from this seq")]
+
+
+REQUEST_BODIES: tuple[type[Struct], ...] = (Intake, Action, Position, Redeliver)
 
 
 def components(ref_template: str = "#/components/schemas/{name}") -> dict[str, Any]:

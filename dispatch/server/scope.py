@@ -141,6 +141,33 @@ def open311_public(ev: Mapping[str, Any]) -> bool:
     Open311 (and only their public fields, ``server/open311.py``), never another event."""
     return isinstance(ev, Mapping) and ev.get("source") == OPEN311_SOURCE
 
+# -- webhooks (contract v2 §8) ----------------------------------------------------------------
+def may_manage_webhooks(p: Principal) -> bool:
+    """Only an admin reads a webhook's deliveries or asks for a redelivery."""
+    return p.role == "admin"
+
+
+def transferred_to(ev: Mapping[str, Any] | None) -> str | None:
+    """The department an event is (or was) transferred to: its ``transfer.department``."""
+    t = (ev or {}).get("transfer")
+    dept = t.get("department") if isinstance(t, Mapping) else None
+    return dept if isinstance(dept, str) else None
+
+
+def webhook_covers(source: str | None, region: str | None, departments: Iterable[str],
+                   after: Mapping[str, Any], before: Mapping[str, Any] | None) -> bool:
+    """Whether a change reaches a webhook: the event's ``source`` matches (any when None)
+    and it lies inside ``region`` (anywhere when None); or the event is transferred to one
+    of ``departments`` (those naming the webhook), from the transfer on (the change that
+    ends a transfer included: ``before`` still names the department)."""
+    if (source is None or after.get("source") == source) and (
+            region is None or event_in_region(after, region)):
+        return True
+    depts = departments if isinstance(departments, frozenset | set) else frozenset(departments)
+    if not depts:
+        return False
+    return transferred_to(after) in depts or transferred_to(before) in depts
+
 
 # -- units, teams, regions --------------------------------------------------------------------
 class Dataset(Protocol):

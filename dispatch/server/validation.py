@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from dispatch.core.lifecycle import ACTIONS  # noqa: F401 - the edge's import; defined there
-from dispatch.server.schemas import Action, Intake, Location, Position
+from dispatch.server.schemas import Action, Intake, Location, Position, Redeliver
 from geo.coords import CoordinateError, to_wgs84, validate
 
 MAX_INT_DIGITS = 15
@@ -368,3 +368,8 @@ def position(data: Any, *, now: float | None = None,
     loc = point(req.lon, req.lat, req.crs, "")
     return {"lon": loc["lon"], "lat": loc["lat"], "accuracy_m": req.accuracy_m,
             "at": _client_time(req.at, "at", now, max_skew_s)}
+
+
+def redeliver_body(data: Any) -> int:
+    """``POST /webhooks/{id}/redeliver`` body: the ``from_seq`` to send again from."""
+    return _shape(require_object(data), Redeliver).from_seq

@@ -20,8 +20,8 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from dispatch.core.errors import DispatchError, NotFoundError
-from dispatch.core.records import Record, state_at
+from dispatch.core.errors import DispatchError
+from dispatch.core.records import Record
 from dispatch.runtime import StoreUnavailableError
 from dispatch.server import scope, validation
 from dispatch.server.commands import check_reader
@@ -134,14 +134,8 @@ def _recall_state(state: State, rec: Record) -> None:
     shows the event as it was then): a v2 record carries only the change, and the committed
     view's state of the event (at or after the record: ``upto`` never passes the view) holds
     the timeline and escalations up to it."""
-    if rec.state is not None or rec.added is None:
-        return
-    try:
-        current: dict[str, Any] | None = state.runtime.view.get(rec.event_id)
-    except NotFoundError:
-        current = None
     with contextlib.suppress(ValueError):  # then encode_record logs it once and skips it
-        state_at(rec, current)
+        state.runtime.view.recall(rec)
 
 
 class _Gone(Exception):

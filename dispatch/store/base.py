@@ -7,6 +7,10 @@ consumer resume from the last record it applied (``Engine.apply`` ignores repeat
 
 ``append`` never waits forever: a store gives up after its timeout with
 ``dispatch.core.errors.StoreTimeoutError``; ``health()`` says why it cannot be written now.
+
+Beside the journal every store keeps a few small durable values (``get_value`` /
+``set_value``, compare-and-set): the webhooks' delivery cursors (``server/webhooks.py``).
+They are not records: not chained, not replayed, not hashed.
 """
 
 from __future__ import annotations
@@ -62,6 +66,19 @@ class Store(Protocol):
         """The latest snapshot as (seq, blob), or None."""
         ...
 
+    async def get_value(self, key: str) -> bytes | None:
+        """The durable value kept under ``key`` (None: never set)."""
+        ...
+
+    async def set_value(self, key: str, value: bytes, expect: bytes | None) -> bool:
+        """Keep ``value`` under ``key`` only if it holds ``expect`` now (None: unset);
+        True when written (durable as the journal is when it returns), False otherwise.
+
+        Compare-and-set, so two writers (a delivery worker advancing a cursor, an admin
+        moving it back) never overwrite each other unseen.
+        """
+        ...
+
 
 class SharedStore(Store, Protocol):
     """A journal several instances write (Redis): what ``dispatch.cluster`` uses beyond
@@ -97,6 +114,15 @@ class SharedStore(Store, Protocol):
     async def load_positions(self) -> list[bytes]: ...
 
     def positions(self) -> AsyncIterator[bytes]: ...
+
+    async def hold_lease(self, name: str, ttl_s: float) -> bool:
+        """Take the lease ``name`` for this instance, or renew it if it is ours, for
+        ``ttl_s``; False while another instance holds it (``SET NX PX`` plus renewal)."""
+        ...
+
+    async def drop_lease(self, name: str) -> bool:
+        """Give the lease ``name`` up if this instance holds it."""
+        ...
 
 
 def check_batch(records: list[Record], last_seq: int) -> None:

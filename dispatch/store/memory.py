@@ -12,6 +12,7 @@ class MemoryStore:
     def __init__(self) -> None:
         self.records: list[Record] = []
         self._snapshot: tuple[int, bytes] | None = None
+        self._values: dict[str, bytes] = {}
         self.opened = False
 
     async def open(self) -> None:
@@ -47,3 +48,13 @@ class MemoryStore:
 
     async def load_snapshot(self) -> tuple[int, bytes] | None:
         return self._snapshot
+
+    async def get_value(self, key: str) -> bytes | None:
+        return self._values.get(key)
+
+    async def set_value(self, key: str, value: bytes, expect: bytes | None) -> bool:
+        """Compare-and-set on ``key``'s value (None: unset)."""
+        if self._values.get(key) != expect:
+            return False
+        self._values[key] = bytes(value)
+        return True

@@ -130,6 +130,39 @@ end
 return 0
 """
 
+# KEYS: values. ARGV: key, expect given (1|0), expect, value. Compare-and-set; 1 when written.
+SET_VALUE_LUA = """
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if ARGV[2] == '1' then
+  if cur ~= ARGV[3] then return 0 end
+elseif cur then
+  return 0
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[4])
+return 1
+"""
+
+# KEYS: lease. ARGV: owner, ttl ms. Take it (SET NX PX) or renew it if it is ours.
+HOLD_LEASE_LUA = """
+local cur = redis.call('GET', KEYS[1])
+if cur == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+if cur then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+
+# KEYS: lease. ARGV: owner. Delete it only if it is ours.
+DROP_LEASE_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+return 0
+"""
+
 FailureHook = Callable[[int, BaseException], None]
 
 HEALTH_TIMEOUT_S = 1.0  # health() answers within this (interfaces §3)
@@ -301,6 +334,9 @@ class RedisStore:
         self._claim = self.r.register_script(CLAIM_LUA)
         self._release = self.r.register_script(RELEASE_LUA)
         self._snapshot = self.r.register_script(SNAPSHOT_LUA)
+        self._set_value = self.r.register_script(SET_VALUE_LUA)
+        self._hold_lease = self.r.register_script(HOLD_LEASE_LUA)
+        self._drop_lease = self.r.register_script(DROP_LEASE_LUA)
         await self._wait_for_redis()
         self._head = await self._read_head()
         self._flusher = asyncio.create_task(self._run(), name="redis-flusher")
@@ -453,7 +489,30 @@ class RedisStore:
         seq, blob = await self.r.hmget(self.keys.snapshot, "seq", "blob")
         return (int(seq), bytes(blob)) if seq is not None and blob is not None else None
 
+    async def get_value(self, key: str) -> bytes | None:
+        assert self.r is not None, "the store is not open"
+        got = await self.r.hget(self.keys.values, key)
+        return None if got is None else bytes(got)
+
+    async def set_value(self, key: str, value: bytes, expect: bytes | None) -> bool:
+        """Compare-and-set in one script (a hash field of ``{tag}:values``)."""
+        assert self.r is not None, "the store is not open"
+        args = [key, "0" if expect is None else "1", b"" if expect is None else expect, value]
+        return bool(await self._set_value(keys=[self.keys.values], args=args))
+
     # -- for several instances ---------------------------------------------------------------
+    async def hold_lease(self, name: str, ttl_s: float) -> bool:
+        """Take the lease ``name`` (``SET NX PX``) or renew it if this instance holds it."""
+        assert self.r is not None, "the store is not open"
+        ms = max(1, int(ttl_s * 1000))
+        return bool(await self._hold_lease(keys=[self.keys.lease(name)],
+                                           args=[self.instance, ms]))
+
+    async def drop_lease(self, name: str) -> bool:
+        """Give the lease ``name`` up if this instance holds it."""
+        assert self.r is not None, "the store is not open"
+        return bool(await self._drop_lease(keys=[self.keys.lease(name)], args=[self.instance]))
+
     async def wait_records(self, after_seq: int, timeout_s: float = 1.0,
                            conn: aioredis.Redis | None = None) -> list[Record]:
         """Block (XREAD) until records after ``after_seq`` exist, at most ``timeout_s``."""

@@ -64,3 +64,12 @@ class Keys:
     def positions_channel(self) -> str:
         """Pub/sub channel: a position update, for the other instances' UnitIndex."""
         return self._k("positions:ch")
+
+    @property
+    def values(self) -> str:
+        """Hash key → bytes: the small durable values (``get_value``/``set_value``)."""
+        return self._k("values")
+
+    def lease(self, name: str) -> str:
+        """String, expiring: the instance holding the lease ``name`` (``hold_lease``)."""
+        return self._k(f"lease:{name}")

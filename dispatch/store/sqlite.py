@@ -60,6 +60,7 @@ CREATE TABLE IF NOT EXISTS head (
 CREATE TABLE IF NOT EXISTS snapshot (
     id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL, blob BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value BLOB NOT NULL);
 """
 # Written only by health probes after a failed commit (never part of the journal's chain).
 PROBE_SCHEMA = """CREATE TABLE IF NOT EXISTS health_probe (
@@ -78,6 +79,8 @@ class _Item:
     encoded: list[Encoded] = field(default_factory=list)
     snapshot: tuple[int, bytes] | None = None
     probe: bool = False
+    value: tuple[str, bytes, bytes | None] | None = None  # set_value: key, value, expect
+    written: bool = False  # set_value's answer
     out: list[Record] = field(default_factory=list)
     state: str = QUEUED
     deadline: float = 0.0  # loop time when its caller stops waiting
@@ -294,6 +297,24 @@ class SqliteStore:
             return (row[0], bytes(row[1])) if row else None
         return await asyncio.to_thread(load)
 
+    async def get_value(self, key: str) -> bytes | None:
+        def get() -> bytes | None:
+            assert self._rconn is not None, "the store is not open"
+            with self._rlock:
+                row = self._rconn.execute("SELECT value FROM kv WHERE key = ?",
+                                          (key,)).fetchone()
+            return bytes(row[0]) if row else None
+        return await asyncio.to_thread(get)
+
+    async def set_value(self, key: str, value: bytes, expect: bytes | None) -> bool:
+        """Compare-and-set, committed by the writer in the journal's transaction stream."""
+        if self._loop is None:
+            raise RuntimeError("the store is not open")
+        item = _Item([], self._loop.create_future(), value=(key, bytes(value), expect))
+        self._enqueue(item)
+        await self._wait(item)
+        return item.written
+
     async def health(self) -> str | None:
         """None when the journal can be written now, else why not (answers within ~1 s).
 
@@ -425,6 +446,14 @@ class SqliteStore:
             if item.snapshot is not None:
                 conn.execute("INSERT OR REPLACE INTO snapshot (id, seq, blob) VALUES (1,?,?)",
                              item.snapshot)
+                continue
+            if item.value is not None:
+                key, value, expect = item.value
+                got = conn.execute("SELECT value FROM kv WHERE key = ?", (key,)).fetchone()
+                item.written = (None if got is None else bytes(got[0])) == expect
+                if item.written:
+                    conn.execute("INSERT OR REPLACE INTO kv (key, value) VALUES (?, ?)",
+                                 (key, value))
                 continue
             try:
                 check_batch(item.records, last_seq)

@@ -40,6 +40,7 @@ from tests.fuzz.net import (
     UNIT_B,
     UNITS_A,
     auth,
+    free_port,
     intake_body,
     serve,
     stop,
@@ -58,6 +59,7 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
           response_schema_conformance]
 # Timers far away: nothing fires on its own during a run, so the journal head only moves
 # when a request moves it.
+WEBHOOK = "wh-fuzz"  # configured in ``api`` (its receiver is never up)
 LONG_TIMERS = {"respond_s": 86_400, "depart_s": 172_800, "arrive_s": 259_200}
 
 
@@ -99,7 +101,8 @@ class Api:
 def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
     tmp: Path = tmp_path_factory.mktemp("schemathesis")
     log = tmp / "server.log"
-    proc, url = serve(write_config(tmp, timers=LONG_TIMERS), log)
+    proc, url = serve(write_config(tmp, timers=LONG_TIMERS, webhooks=[
+        {"id": WEBHOOK, "url": f"http://127.0.0.1:{free_port()}/", "secret": "fuzz"}]), log)
     session = requests.Session()
     out = Api(url=url, session=session)
     try:
@@ -145,6 +148,7 @@ def _pointed(case: Any, api: Api) -> st.SearchStrategy[Any]:
     if "id" in params:
         known = (list(api.events) if op.startswith("/api/v1/events") else
                  [*api.open311, *api.events] if op.startswith("/open311/") else
+                 [WEBHOOK] if op.startswith("/api/v1/webhooks") else
                  [*UNITS_A, UNIT_B])
 
         def with_id(i: str) -> Any:

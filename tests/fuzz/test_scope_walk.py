@@ -111,6 +111,13 @@ def open311_post(who: str) -> str:
     """Open311's POST without an ``api_key``: 403 whoever (a bearer token is not its key)."""
     return "role"
 
+def admin_only(who: str) -> str:
+    """The webhooks' endpoints: an admin's; every other role 403 whatever the id."""
+    return "ok" if who == "admin" else "role"
+
+
+WEBHOOK = "wh-walk"  # configured in ``net`` (its receiver is never up)
+
 
 # (method, route as the router names it) → how every role fares against E.
 MATRIX: dict[tuple[str, str], Callable[[str], str]] = {
@@ -129,6 +136,8 @@ MATRIX: dict[tuple[str, str], Callable[[str], str]] = {
     ("GET", f"{V1}/stats/export"): stats_cell,
     ("GET", f"{V1}/me"): anyone,
     ("GET", f"{V1}/ui"): anyone,
+    ("GET", f"{V1}/webhooks/{{id}}/deliveries"): admin_only,
+    ("POST", f"{V1}/webhooks/{{id}}/redeliver"): admin_only,
     ("GET", "/healthz"): anyone,
     ("GET", "/metrics"): metrics_cell,
     ("GET", "/ws"): readers,
@@ -204,7 +213,8 @@ async def start(tmp: Path, **sections: Any) -> Net:
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def net(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Net]:
-    srv = await start(tmp_path_factory.mktemp("walk"))
+    srv = await start(tmp_path_factory.mktemp("walk"), webhooks=[
+        {"id": WEBHOOK, "url": f"http://127.0.0.1:{free_port()}/", "secret": "walk"}])
     yield srv
     await srv.session.close()
     await srv.runner.cleanup()
@@ -253,6 +263,8 @@ ACTION_CELLS = [pytest.param(a, who, id=f"{a} {who}") for a in ACTIONS for who i
 def _path(path: str, ev: dict[str, Any], target: str | None = None) -> str:
     if path == f"{V1}/units/{{id}}/position":
         return path.replace("{id}", target or ev["unit"])
+    if path.startswith(f"{V1}/webhooks/"):
+        return path.replace("{id}", target or WEBHOOK)
     return path.replace("{id}", target or ev["id"])
 
 
@@ -263,6 +275,8 @@ async def _rest(net: Net, method: str, path: str, who: str, ev: dict[str, Any],
         kw["json"] = intake_body(POINT_A, external_id=f"walk-{next(net.counter)}")
     elif method == "PUT":
         kw["json"] = {"lon": POINT_A[0] + 0.001, "lat": POINT_A[1]}
+    elif path.endswith("/redeliver"):
+        kw["json"] = {"from_seq": 1}
     if path == "/ws":
         try:
             async with net.session.ws_connect(net.url.replace("http", "ws") + "/ws",
@@ -285,7 +299,7 @@ async def test_rest_cell(net: Net, method: str, path: str, who: str) -> None:
         if path in ID_ROUTES and who not in IN_SCOPE:
             unknown = await _rest(net, method, path, who, ev, unknown_id)
         _judge(expect, status, body, unknown, real, unknown_id)
-        if method == "POST" and status in (200, 201):
+        if method == "POST" and path == f"{V1}/events" and status in (200, 201):
             await net.close_event(body)  # frees its unit for the next cells
     finally:
         await net.close_event(ev)

@@ -26,6 +26,7 @@ BODIES: dict[str, tuple[dict[str, Any], Any]] = {
                lambda b: validation.intake(b, CATS)),
     "Action": ({}, validation.action_body),
     "Position": (dict(LOC), validation.position),
+    "Redeliver": ({"from_seq": 5}, validation.redeliver_body),
 }
 
 
@@ -36,7 +37,7 @@ def _components() -> dict[str, Any]:
 def test_the_documented_request_bodies_are_generated_from_the_models():
     _, defs = msgspec.json.schema_components(schemas.REQUEST_BODIES,
                                              ref_template="#/components/schemas/{name}")
-    assert set(defs) == {"Intake", "Action", "Position", "Location"}
+    assert set(defs) == {"Intake", "Action", "Position", "Location", "Redeliver"}
     for name, schema in defs.items():
         assert _components()[name] == schema, name
     paths = DOCUMENT["paths"]
@@ -45,8 +46,11 @@ def test_the_documented_request_bodies_are_generated_from_the_models():
             paths["/api/v1/events/{id}/{action}"]["post"]["requestBody"]["content"]
             ["application/json"]["schema"]["$ref"],
             paths["/api/v1/units/{id}/position"]["put"]["requestBody"]["content"]
+            ["application/json"]["schema"]["$ref"],
+            paths["/api/v1/webhooks/{id}/redeliver"]["post"]["requestBody"]["content"]
             ["application/json"]["schema"]["$ref"]}
-    assert refs == {f"#/components/schemas/{n}" for n in ("Intake", "Action", "Position")}
+    assert refs == {f"#/components/schemas/{n}"
+                    for n in ("Intake", "Action", "Position", "Redeliver")}
     assert _components()["Intake"]["required"] == ["location", "category"]
     assert _components()["Position"]["required"] == ["lon", "lat"]
 
@@ -129,6 +133,9 @@ def test_the_coordinate_bounds_are_enforced_naming_the_field(model, prefix):
     ("Position", {"lat": 28.6}, "lon"),
     ("Position", {"lon": 121.4, "lat": "28.6"}, "lat"),
     ("Position", {**LOC, "accuracy_m": "5"}, "accuracy_m"),
+    ("Redeliver", {}, "from_seq"),
+    ("Redeliver", {"from_seq": "5"}, "from_seq"),
+    ("Redeliver", {"from_seq": 0}, "from_seq"),
 ])
 def test_a_shape_error_is_422_naming_the_path(model, body, field):
     with pytest.raises(validation.ApiError) as e:
