@@ -21,7 +21,7 @@ from aiohttp import web
 from dispatch.clock import Clock, SystemClock
 from dispatch.config import Config, ConfigError
 from dispatch.runtime import Runtime
-from dispatch.server import api, health, openapi, ws
+from dispatch.server import api, evidence_api, health, openapi, ws
 from dispatch.server.auth import TokenBook
 from dispatch.server.commands import Commands
 from dispatch.server.hub import Hub
@@ -152,6 +152,7 @@ def build_app(config: Config, clock: Clock | None = None, store: Store | None = 
             resp.headers.update(page_headers)
 
     app.on_response_prepare.append(on_response_prepare)
+    evidence_api.setup(app, state)  # before api's /events/{id}/{action} (contract §8)
     api.add_routes(app)
     health.add_routes(app)
     ws.add_routes(app)
