@@ -86,11 +86,12 @@ def security_headers(config: Config) -> tuple[dict[str, str], dict[str, str]]:
 
     Pages: scripts, styles, fonts and connections only from this origin (a same-origin
     ``ws:``/``wss:`` is 'self' in CSP Level 3); images also as ``data:`` (Leaflet's and
-    ECharts' icons) and from the configured tile server; no framing, plugins or <base>.
+    ECharts' icons), as ``blob:`` (evidence thumbnails, fetched with the bearer header) and
+    from the configured tile server; no framing, plugins or <base>.
     Every other response gets ``default-src 'none'``: JSON and files never run anything.
     """
     tiles = config["ui"].get("tiles")
-    img = ["'self'", "data:"]
+    img = ["'self'", "data:", "blob:"]  # blob:: evidence thumbnails fetched with the token
     src = tile_source(str(tiles["url"])) if tiles else None
     if src:
         img.append(src)
