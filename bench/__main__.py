@@ -34,6 +34,7 @@ MODULES: list[tuple[str, str, float]] = [
     ("server", "bench.bench_server", 5.0),
     ("redis", "bench.bench_redis", 2.5),
     ("night", "bench.bench_night", 3.0),
+    ("evidence", "bench.bench_evidence", 1.0),
 ]
 
 
