@@ -35,6 +35,7 @@ MODULES: list[tuple[str, str, float]] = [
     ("redis", "bench.bench_redis", 2.5),
     ("night", "bench.bench_night", 3.0),
     ("webhooks", "bench.bench_webhooks", 1.0),
+    ("evidence", "bench.bench_evidence", 1.0),
 ]
 
 

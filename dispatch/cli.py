@@ -167,13 +167,15 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 def cmd_audit_verify(args: argparse.Namespace) -> int:
     from dispatch.audit import verify_main
 
-    path = args.db
-    if path is None:
+    path, evidence = args.db, args.evidence
+    if path is None or (evidence is None and args.config is not None):
         try:
-            path = _config(args.config).store
+            config = _config(args.config)
         except ConfigError as exc:
             return _fail(exc)
-    return int(verify_main(path))
+        path = path or config.store
+        evidence = evidence or config["evidence"]["store"]
+    return int(verify_main(path, evidence))
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -222,6 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
     av = a.add_parser("verify", help="check the journal's SHA-256 chain")
     av.add_argument("--config")
     av.add_argument("--db", help="journal file (default: the config's store)")
+    av.add_argument("--evidence", help="evidence folder whose files are checked against their "
+                    "hashes (default: the config's evidence.store, unless --db alone is given)")
     av.set_defaults(func=cmd_audit_verify)
 
     sm = sub.add_parser("simulate", help="drive a server with a simulated city")

@@ -68,6 +68,9 @@ DEFAULTS: dict[str, Any] = {
     "ws": {"queue_size": 2000, "heartbeat_s": 20, "replay_max": 20000,
            "position_flush_s": 1.0},
     "timezone": "Asia/Shanghai",
+    # Evidence files (contract §8), content-addressed; on Redis every instance must see the
+    # same folder (shared storage), and start-up refuses one it cannot write.
+    "evidence": {"store": "var/evidence", "max_bytes": 20 * 1024 * 1024},
     "ui": {"tiles": None, "center": [121.2, 28.75], "zoom": 9},
     # contract v2 §8: [{id, url, secret, source?, region?}] (server/webhooks.py)
     "webhooks": [],
@@ -282,6 +285,9 @@ def _validate(raw: dict[str, Any]) -> None:
         zoneinfo.ZoneInfo(str(raw["timezone"]))
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
         raise ConfigError("timezone", f"unknown time zone {raw['timezone']!r}") from None
+    _need(isinstance(raw["evidence"].get("store"), str) and raw["evidence"]["store"] != "",
+          "evidence.store", "must be a folder path")
+    _positive(raw, "evidence", "max_bytes", integer=True)
     tiles = raw["ui"].get("tiles")
     _need(tiles is None or (isinstance(tiles, dict) and isinstance(tiles.get("url"), str)),
           "ui.tiles", "must be null or a mapping with a url")
@@ -426,3 +432,4 @@ def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
     if not raw["store"].startswith((*REDIS_SCHEMES, "memory:")):
         raw["store"] = str((base / raw["store"]).resolve())
     raw["auth"]["token_file"] = str((base / raw["auth"]["token_file"]).resolve())
+    raw["evidence"]["store"] = str((base / raw["evidence"]["store"]).resolve())

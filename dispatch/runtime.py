@@ -237,6 +237,12 @@ class Runtime:
         return await self._commit(lambda now: self._engine.act(event_id, action, actor, now,
                                                                **kw))
 
+    async def attach(self, event_id: str, file: dict[str, Any], actor: str,
+                     at: float | None = None) -> Outcome:
+        """Evidence (contract §8): a stored file added to the event, made durable."""
+        return await self._commit(lambda now: self._engine.attach(event_id, file, actor, now,
+                                                                  at=at))
+
     async def fire_due(self, fired: asyncio.Future[float] | None = None) -> Outcome:
         """Fire every warning, breach and escalation due now that this instance claims.
 

@@ -242,7 +242,7 @@ class Engine(EventTable):
             "created_at": now, "dispatched_at": None, "responded_at": None,
             "departed_at": None, "arrived_at": None, "resolved_at": None, "cancelled_at": None,
             "deadlines": {s: None for s in STAGES}, "warn_at": {s: None for s in STAGES},
-            "fired": [], "breaches": [], "escalations": [],
+            "fired": [], "breaches": [], "escalations": [], "evidence": [],
             "timeline": [_entry(now, now, "created", actor, None, "new", None)],
             "version": 0, "seq": 0, "updated_at": now,
         }
@@ -286,6 +286,41 @@ class Engine(EventTable):
         new["timeline"].append(
             _entry(t, now, lc.PAST[action], actor, ev["status"], status, note))
         rec = self._record(new, ev, lc.PAST[action], actor, t, now, note, extra)
+        return self._outcome(new, [rec])
+
+    def attach(self, event_id: str, file: Mapping[str, Any], actor: str, now: float,
+               at: float | None = None) -> Outcome:
+        """Evidence (contract §8): add a stored file to the event's ``evidence`` list.
+
+        ``file`` holds its ``sha256``, ``size``, ``type`` and ``name``; ``at`` is when it was
+        taken (a phone's offline queue keeps it), default ``now``. The entry is appended to
+        the ``evidence`` list (and a timeline entry names it), so the record that carries it
+        (``attached``) puts the SHA-256 in the hash chain. The status does not change
+        (``lifecycle.ATTACH_STATUSES``). The same file on the same event again (a retry) →
+        ``Outcome(noop=True)`` with the current state.
+        """
+        ev = self.get(event_id)
+        if not lc.may_attach(ev["status"]):
+            raise IllegalTransitionError(f"cannot attach evidence to an event that is "
+                                         f"{ev['status']}", current_status=ev["status"])
+        held = ev.get("evidence") or []
+        if any(e.get("sha256") == file["sha256"] for e in held):
+            return Outcome(ev, [], noop=True)
+        t = now if at is None else float(at)
+        if t > now + self.policy.max_skew_s:
+            raise InvalidActionError(
+                f"taken_at is {t - now:.1f} s in the future (max skew "
+                f"{self.policy.max_skew_s} s)", "taken_at")
+        entry = {"id": f"{event_id}-{len(held) + 1}", "sha256": file["sha256"],
+                 "size": int(file["size"]), "type": file["type"], "name": file["name"],
+                 "at": t, "received_at": now, "actor": actor}
+        new = _copy(ev)
+        new["evidence"].append(entry)
+        action = lc.PAST[lc.ATTACH]
+        new["timeline"].append({**_entry(t, now, action, actor, ev["status"], ev["status"],
+                                         entry["name"]), "evidence": entry["sha256"]})
+        rec = self._record(new, ev, action, actor, t, now, None,
+                           {"evidence": entry["id"], "sha256": entry["sha256"]})
         return self._outcome(new, [rec])
 
     def fire_due(self, now: float) -> Outcome:
@@ -528,6 +563,8 @@ class Engine(EventTable):
                 before[k] = old.get(k)
         added: dict[str, Any] = {}
         for k in APPEND_ONLY:  # the lists only grow: the record carries what was appended
+            if k not in new:
+                continue  # a later list (records.LATER_LISTS) the state does not have
             held = old.get(k) or []
             if new[k][:len(held)] != held:
                 raise AssertionError(f"{new['id']}'s {k} was changed, not appended to")
@@ -565,6 +602,7 @@ def _copy(ev: dict[str, Any]) -> dict[str, Any]:
     new = dict(ev)
     for k in ("fired", "breaches", "escalations", "timeline"):
         new[k] = list(ev[k])
+    new["evidence"] = list(ev.get("evidence") or ())  # events from before it have none
     new["deadlines"] = dict(ev["deadlines"])
     new["warn_at"] = dict(ev["warn_at"])
     return new

@@ -29,7 +29,7 @@ TIERS = ("township", "county", "city")
 PAST = {
     "create": "created", "respond": "responded", "depart": "departed", "arrive": "arrived",
     "resolve": "resolved", "cancel": "cancelled", "escalate": "escalated",
-    "reassign": "reassigned",
+    "reassign": "reassigned", "attach": "attached",
 }
 
 # The field that holds when each progress action happened ("1/3/15" stages + resolve).
@@ -64,6 +64,15 @@ TRANSITIONS: dict[tuple[str, str], str] = {
     ("arrived", "cancel"): "cancelled",
 }
 
+# Evidence (contract §8, 电子证据): attaching a file is not a transition, the status stays.
+# It is allowed in every status, the terminal ones included: a photo taken before the event
+# was resolved may reach the server later from a phone's offline queue, and a court expects
+# what was collected about a closed case (resolved, or cancelled as a false report) to be
+# kept with it rather than refused. The journal record makes each attachment part of the
+# hash chain whenever it happens, so nothing is lost by allowing it late.
+ATTACH = "attach"
+ATTACH_STATUSES = frozenset(STATUSES)
+
 GUARDS: dict[str, str] = {
     "escalate": "tier below city (at city: illegal_transition)",
     "reassign": "team or unit given; unit known and not busy on another event",
@@ -95,6 +104,11 @@ def is_replay(event: Mapping[str, Any], action: str) -> bool:
         return event.get("status") == "cancelled"
     field = STEP_FIELD.get(action)
     return field is not None and event.get(field) is not None
+
+
+def may_attach(status: str) -> bool:
+    """Whether evidence may be attached to an event in ``status`` (``ATTACH_STATUSES``)."""
+    return status in ATTACH_STATUSES
 
 
 def next_tier(tier: str) -> str | None:

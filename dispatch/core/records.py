@@ -21,7 +21,11 @@ _OPTS = orjson.OPT_SORT_KEYS
 
 
 # The event's lists that only ever grow: a record carries what it appended to them, not them.
-APPEND_ONLY = ("escalations", "timeline")
+APPEND_ONLY = ("escalations", "timeline", "evidence")
+# Lists added to the event after records of the v2 format were first written (evidence, issue
+# 13): a record made before carries no entry for them; the state it leaves has none either
+# (fold keeps the list of the state before, if that has one).
+LATER_LISTS = frozenset(("evidence",))
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +38,8 @@ class Record:
     - v1 (older journals, ``added`` None): ``after`` is the full event state after the change.
     - v2: ``after`` is the event state after the change without the append-only lists
       (``APPEND_ONLY``); ``added`` holds, per such list, ``{"start": n, "items": [...]}``:
-      the entries the change appended at index ``n`` (every list, ``items`` possibly empty).
+      the entries the change appended at index ``n`` (every list, ``items`` possibly empty;
+      a record written before a ``LATER_LISTS`` list existed has no entry for it).
       ``fold`` rebuilds the full state from the one before.
 
     ``state`` is the full event state after the change, in memory only (never encoded, never
@@ -232,7 +237,7 @@ def _keep(record: Record, state: dict[str, Any]) -> dict[str, Any]:
 
 
 def _rebuilt(record: Record,
-             lists: Callable[[str, dict[str, Any]], list[Any]]) -> dict[str, Any]:
+             lists: Callable[[str, dict[str, Any] | None], Any]) -> dict[str, Any]:
     """The full state after ``record``: kept, a v1 record's ``after``, or a v2 ``after`` with
     each append-only list from ``lists(key, what the record appended to it)``; kept."""
     if record.state is not None:
@@ -241,7 +246,13 @@ def _rebuilt(record: Record,
         return _keep(record, record.after)
     state = dict(record.after)
     for k in APPEND_ONLY:
-        state[k] = lists(k, record.added[k])
+        part = record.added.get(k)
+        if part is not None or k not in LATER_LISTS:
+            state[k] = lists(k, part)
+        else:  # a record older than the list: the list as it was, if the state had one
+            held = lists(k, None)
+            if held is not None:
+                state[k] = held
     return _keep(record, state)
 
 
@@ -252,8 +263,13 @@ def fold(prev: dict[str, Any] | None, record: Record) -> dict[str, Any]:
     not the state the record was made on (its lists are not as long as the record says).
     The result is kept as ``record.state``.
     """
-    def extended(k: str, part: dict[str, Any]) -> list[Any]:
-        held = prev[k] if prev is not None else []
+    def extended(k: str, part: dict[str, Any] | None) -> Any:
+        if part is None:  # a later list the record does not carry
+            return prev.get(k) if prev is not None else None
+        if prev is None:
+            held = []
+        else:  # an event from before a later list has none yet
+            held = prev.get(k) or [] if k in LATER_LISTS else prev[k]
         if len(held) != part["start"]:
             raise ValueError(
                 f"record {record.seq} appends to {record.event_id}'s {k} at {part['start']} "
@@ -270,7 +286,9 @@ def state_at(record: Record, current: dict[str, Any] | None) -> dict[str, Any]:
     The append-only lists at the record are the prefixes of today's that end where the
     record's additions end. ``ValueError`` when ``current`` is older than the record.
     """
-    def cut(k: str, part: dict[str, Any]) -> list[Any]:
+    def cut(k: str, part: dict[str, Any] | None) -> Any:
+        if part is None:  # a later list the record does not carry: it had none then
+            return None
         end = part["start"] + len(part["items"])
         held = current.get(k) if current is not None else None
         if held is None or held[part["start"]:end] != part["items"]:
@@ -288,7 +306,7 @@ def state_of(record: Record) -> dict[str, Any]:
         return record.state
     if record.added is None:
         return record.after
-    if all(record.added[k]["start"] == 0 for k in APPEND_ONLY):
+    if all(record.added.get(k, {"start": 0})["start"] == 0 for k in APPEND_ONLY):
         return fold(None, record)  # nothing came before it
     raise ValueError(f"record {record.seq}: the full state of {record.event_id} is not known "
                      f"(fold the journal, or use state_at)")

@@ -21,7 +21,7 @@ from aiohttp import web
 from dispatch.clock import Clock, SystemClock
 from dispatch.config import Config, ConfigError
 from dispatch.runtime import Runtime
-from dispatch.server import api, health, open311, openapi, webhooks_api, ws
+from dispatch.server import api, evidence_api, health, open311, openapi, webhooks_api, ws
 from dispatch.server.auth import TokenBook
 from dispatch.server.commands import Commands
 from dispatch.server.hub import Hub
@@ -87,11 +87,12 @@ def security_headers(config: Config) -> tuple[dict[str, str], dict[str, str]]:
 
     Pages: scripts, styles, fonts and connections only from this origin (a same-origin
     ``ws:``/``wss:`` is 'self' in CSP Level 3); images also as ``data:`` (Leaflet's and
-    ECharts' icons) and from the configured tile server; no framing, plugins or <base>.
+    ECharts' icons), as ``blob:`` (evidence thumbnails, fetched with the bearer header) and
+    from the configured tile server; no framing, plugins or <base>.
     Every other response gets ``default-src 'none'``: JSON and files never run anything.
     """
     tiles = config["ui"].get("tiles")
-    img = ["'self'", "data:"]
+    img = ["'self'", "data:", "blob:"]  # blob:: evidence thumbnails fetched with the token
     src = tile_source(str(tiles["url"])) if tiles else None
     if src:
         img.append(src)
@@ -155,6 +156,7 @@ def build_app(config: Config, clock: Clock | None = None, store: Store | None = 
             resp.headers.update(page_headers)
 
     app.on_response_prepare.append(on_response_prepare)
+    evidence_api.setup(app, state)  # before api's /events/{id}/{action} (contract §8)
     api.add_routes(app)
     health.add_routes(app)
     ws.add_routes(app)

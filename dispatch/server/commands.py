@@ -16,12 +16,15 @@ from typing import TYPE_CHECKING, Any
 
 from dispatch.clock import Clock
 from dispatch.core.errors import NotFoundError
+from dispatch.evidence import TYPES, EvidenceStore, TooLargeError, check_type
 from dispatch.server import scope, validation
 from dispatch.server.render import unit_json
 from dispatch.server.scope import Areas, Principal
 from dispatch.server.validation import ACTIONS, ApiError
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Mapping
+
     from dispatch.core.engine import Outcome
     from dispatch.runtime import Runtime
 
@@ -164,3 +167,32 @@ class Commands:
         out = self.render_unit(unit_id)
         self.publish_unit(out)
         return out
+
+    # -- evidence (contract §8) ---------------------------------------------------------------
+    async def attach(self, p: Principal, event_id: str, store: EvidenceStore,
+                     content_type: str, query: Mapping[str, str],
+                     content_length: int | None, chunks: AsyncIterator[bytes]
+                     ) -> tuple[dict[str, Any], bool]:
+        """Store an uploaded file durably, then journal it on the event: (entry, created).
+
+        Role (403), scope (404, as unknown), then the query (422), the type (415) and the
+        declared size (413) before a byte is read; the body is streamed into the store
+        (415 when its bytes are not of the declared type, 413 past the limit). The same
+        file again on the same event → the existing entry, created False.
+        """
+        if not scope.may_act_at_all(p):
+            raise forbid(f"a {p.role} token may not attach evidence")
+        if not scope.evidence_attachable(p, self.readable_event(p, event_id)):
+            raise no_event(event_id)
+        check_type(content_type)
+        name, taken_at = validation.evidence_query(query, TYPES[content_type],
+                                                   **self.bounds())
+        if content_length is not None and content_length > store.max_bytes:
+            raise TooLargeError(f"the file is larger than {store.max_bytes} bytes", "body")
+        stored = await store.save(chunks, content_type)
+        out = await self.runtime.attach(
+            event_id, {"sha256": stored.sha256, "size": stored.size, "type": stored.type,
+                       "name": name}, p.actor, at=taken_at)
+        assert out.event is not None
+        entry = next(e for e in out.event["evidence"] if e["sha256"] == stored.sha256)
+        return entry, bool(out.records)

@@ -75,6 +75,7 @@ EVENT_PROPS: dict[str, Any] = {
     "timer_state": {"type": "string", "enum": ["on_time", "warning", "breached", "escalated",
                                                "closed"]},
     "escalations": {"type": "array", "items": {"type": "object"}},
+    "evidence": {"type": "array", "items": {"$ref": "#/components/schemas/Evidence"}},
 }
 EVENT_REQUIRED = ["id", "status", "tier", "category", "location", "team", "unit", "mutual_aid",
                   "created_at", "deadlines", "breaches", "timer_state", "next_deadline",
@@ -135,6 +136,11 @@ SCHEMAS: dict[str, Any] = {
                           "center": {"type": "array", "items": {"type": "number"}},
                           "zoom": {"type": "number"}, "timezone": STR,
                           "server_time": TIME}},
+    "Evidence": {"type": "object", "required": ["id", "sha256", "size", "type", "name", "at",
+                                                "actor"], "properties": {
+        "id": STR, "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+        "size": {"type": "integer", "minimum": 1}, "type": STR, "name": STR,
+        "at": NTIME, "actor": STR, "received_at": NTIME, "url": NSTR}},
     "Health": {"type": "object", "required": ["status"], "properties": {
         "status": {"type": "string", "enum": ["ok", "failing"]},
         "reason": STR, "seq": {"type": "integer"}, "events": {"type": "integer"},
@@ -230,6 +236,49 @@ def _intake() -> dict[str, Any]:
             "requestBody": _body("Intake"), "responses": {"200": again, "201": made, **out}}
 
 
+# Evidence (contract §8): raw bytes in and out, one ZIP per event.
+EVIDENCE_TYPES = ("image/jpeg", "image/png", "video/mp4", "application/pdf")
+BINARY = {"type": "string", "format": "binary"}
+EVIDENCE_PATHS: dict[str, dict[str, Any]] = {
+    "/api/v1/events/{id}/evidence": {"post": {
+        "operationId": "attachEvidence",
+        "summary": "Attach a file (the raw bytes, with their Content-Type) to the event: the "
+                   "assigned unit's field token or an operator in scope",
+        "parameters": [
+            _p("id"), _q("name", "file name, 1..200 characters, no / \\ or controls",
+                         {"type": "string", "maxLength": 200}),
+            _q("taken_at", "when it was taken: ISO 8601 with offset or epoch seconds, "
+               "2000-01-01 .. now + offline.max_skew_s (default: now)")],
+        "requestBody": {"required": True, "content": {t: {"schema": BINARY}
+                                                      for t in EVIDENCE_TYPES}},
+        "responses": {**responses(
+            {201: ("stored and journalled", _json(ref("Evidence"))),
+             200: ("this file is already on the event (a retry): its entry",
+                   _json(ref("Evidence")))},
+            (*API, 403, 404, 409, 422, 503)),
+            "413": {"description": "the file is over evidence.max_bytes",
+                    "content": _json(ref("Error"))},
+            "415": {"description": "not one of the accepted types, or bytes that are not of "
+                    "the declared type", "content": _json(ref("Error"))}}}},
+    "/api/v1/evidence/{sha256}": {"get": {
+        "operationId": "getEvidence",
+        "summary": "The bytes of an evidence file, to whoever reads an event carrying it",
+        "parameters": [_p("sha256"),
+                       {"name": "If-None-Match", "in": "header", "required": False,
+                        "schema": STR}],
+        "responses": {**responses({200: ("the file", {t: {"schema": BINARY}
+                                                     for t in EVIDENCE_TYPES})},
+                                  (*API, 403, 404)),
+                      "304": {"description": "not modified (the ETag is the SHA-256)"}}}},
+    "/api/v1/events/{id}/dossier": {"get": {
+        "operationId": "eventDossier",
+        "summary": "One ZIP for legal review: event.json, records.json (hash, prev_hash, "
+                   "seq, canonical bytes), the evidence files, verification.json/.txt",
+        "parameters": [_p("id")],
+        "responses": responses({200: ("the ZIP", {"application/zip": {"schema": BINARY}})},
+                               (*API, 403, 404))}},
+}
+
 PATHS: dict[str, dict[str, Any]] = {
     "/api/v1/events": {
         "post": _intake(),
@@ -254,6 +303,7 @@ PATHS: dict[str, dict[str, Any]] = {
         "responses": responses(
             {200: ("the event after the action (unchanged on a replay)", _json(ref("Event")))},
             tuple(sorted({*API, *BODY, 403, 404, 409, 503})))}},
+    **EVIDENCE_PATHS,
     "/api/v1/categories": {"get": api_get("categories", "Event categories and their timers",
                                           "Categories")},
     "/api/v1/units/{id}/position": {"put": {

@@ -167,7 +167,7 @@ def _event_fixed(ev: dict[str, Any], tz: tzinfo,
         out.update({"id": eid if isinstance(eid, str) else None, "mutual_aid": False,
                     "routing": {}, "breaches": [], "deadlines": {s: None for s in STAGES},
                     "next_deadline": None, "timer_state": None, "escalations": [],
-                    "timeline": []})
+                    "timeline": [], "evidence": []})
         out.update({k: None for k in TIME_KEYS})
         return out, None
     try:  # cheap proof that it encodes; else make every value plain
@@ -208,7 +208,19 @@ def _event_fields(ev: dict[str, Any], tz: tzinfo,
     out["timeline"] = [
         {**t, "at": iso(t.get("at"), tz), "received_at": iso(t.get("received_at"), tz)}
         for t in _list(ev.get("timeline")) if isinstance(t, dict)]
+    out["evidence"] = [evidence_json(e, tz) for e in _list(ev.get("evidence"))
+                       if isinstance(e, dict)]
     return out, warn_at
+
+
+def evidence_json(e: dict[str, Any], tz: tzinfo) -> dict[str, Any]:
+    """One evidence entry (contract §8): id, sha256, size, type, name, at (taken), actor,
+    received_at, and the URL that serves its bytes."""
+    sha = e.get("sha256")
+    return {"id": e.get("id"), "sha256": sha, "size": e.get("size"), "type": e.get("type"),
+            "name": e.get("name"), "at": iso(e.get("at"), tz), "actor": e.get("actor"),
+            "received_at": iso(e.get("received_at"), tz),
+            "url": f"/api/v1/evidence/{sha}" if isinstance(sha, str) else None}
 
 
 class Renderer:

@@ -27,6 +27,8 @@ STATS_ROLES = ("operator", "supervisor", "admin")
 CREATING_ROLES = ("intake", "operator", "admin")
 FIELD_ACTIONS = ("respond", "depart", "arrive", "resolve")
 
+DOSSIER_ROLES = ("operator", "supervisor", "admin")  # who downloads an event's dossier
+
 Audience = tuple[str, str | None]  # ("all", None) | ("region", id) | ("unit", id)
 ALL: Audience = ("all", None)
 
@@ -94,6 +96,24 @@ def may_act_at_all(p: Principal) -> bool:
 def may_take_action(p: Principal, action: str) -> bool:
     """A field unit only moves its own assignment along; the other acting roles do all."""
     return p.role != "field" or action in FIELD_ACTIONS
+
+
+# -- evidence (contract §8) -------------------------------------------------------------------
+def evidence_attachable(p: Principal, ev: Mapping[str, Any]) -> bool:
+    """Who attaches evidence to an event: the unit it is assigned to (its field token), an
+    operator whose region holds it, or an admin (``event_actable``)."""
+    return event_actable(p, ev)
+
+
+def evidence_readable(p: Principal, events: Iterable[Mapping[str, Any]]) -> bool:
+    """A file is served to whoever may read one of the events that carry it."""
+    return any(event_visible(p, ev) for ev in events)
+
+
+def may_build_dossier(p: Principal) -> bool:
+    """The dossier (legal review) goes to operators, supervisors and admins, for the events
+    they read; a field unit or an intake token gets 403 whatever the id."""
+    return p.role in DOSSIER_ROLES
 
 
 def record_visible(p: Principal, after: Mapping[str, Any],

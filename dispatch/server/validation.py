@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -373,3 +374,30 @@ def position(data: Any, *, now: float | None = None,
 def redeliver_body(data: Any) -> int:
     """``POST /webhooks/{id}/redeliver`` body: the ``from_seq`` to send again from."""
     return _shape(require_object(data), Redeliver).from_seq
+
+
+# -- evidence (contract §8) -----------------------------------------------------------------
+EVIDENCE_NAME_MAX = 200
+
+
+def evidence_query(query: Mapping[str, str], extension: str, now: float,
+                   max_skew_s: float) -> tuple[str, float | None]:
+    """``?name=`` and ``?taken_at=`` of an evidence upload: (file name, time taken or None).
+
+    The name is 1..200 characters of text without control characters or path separators
+    (default ``evidence.<extension>``); ``taken_at`` (ISO 8601 with offset, or epoch seconds)
+    is bounded like every client time (contract §3). 422 naming the parameter otherwise.
+    """
+    name = query.get("name")
+    if name is None or name == "":
+        name = f"evidence.{extension}"
+    if len(name) > EVIDENCE_NAME_MAX or name.strip() in ("", ".", ".."):
+        raise ApiError(422, "invalid_field",
+                       f"name must be 1..{EVIDENCE_NAME_MAX} characters", "name")
+    if _BAD_CHAR.search(name) is not None or "/" in name or "\\" in name:
+        raise ApiError(422, "invalid_field",
+                       "name must be a file name: no control characters, no / or \\", "name")
+    raw: Any = query.get("taken_at")
+    if isinstance(raw, str) and re.fullmatch(r"[0-9]{1,12}(\.[0-9]{1,17})?", raw):
+        raw = float(raw)
+    return name, _client_time(raw, "taken_at", now, max_skew_s)

@@ -118,7 +118,7 @@ export function setAuth(token, unauthorizedHandler) {
 }
 
 /** JSON call with the bearer token. Network failures throw ApiError with status 0. */
-export async function api(path, { method = 'GET', body, query, raw = false, signal } = {}) {
+export async function api(path, { method = 'GET', body, query, raw = false, signal, file } = {}) {
   let url = path.startsWith('/') ? path : `/api/v1/${path}`;
   if (query) {
     const q = new URLSearchParams();
@@ -132,6 +132,9 @@ export async function api(path, { method = 'GET', body, query, raw = false, sign
   if (body !== undefined) {
     headers['Content-Type'] = 'application/json';
     init.body = JSON.stringify(body);
+  } else if (file !== undefined) { // raw bytes (evidence): the Blob's own type
+    headers['Content-Type'] = file.type;
+    init.body = file;
   }
   let res;
   try {

@@ -2,6 +2,7 @@
 // Every value from the server goes through text nodes (el / textContent).
 import { el, fmtClock } from './common.js';
 import { t, tOr, pickName, pickText } from '../i18n.js';
+import { evidenceChip, entryOf } from './evidence.js';
 
 export const STAGES = ['respond', 'depart', 'arrive'];
 const DONE = { respond: 'responded_at', depart: 'departed_at', arrive: 'arrived_at' };
@@ -71,7 +72,8 @@ export function timelineBlock(ev, { names } = {}) {
         change ? el('span', { class: 'muted' }, change) : null,
         x.actor ? el('span', { class: 'muted' }, String(x.actor)) : null),
       late ? el('div', { class: 'tl-note' }, `↳ ${fmtClock(x.received_at, true)}`) : null,
-      x.note ? el('div', { class: 'tl-note' }, String(x.note)) : null);
+      x.note && !x.evidence ? el('div', { class: 'tl-note' }, String(x.note)) : null,
+      entryOf(ev, x) ? el('div', { class: 'tl-evidence' }, evidenceChip(entryOf(ev, x))) : null);
   });
   return el('ol', { class: 'timeline' }, items);
 }

@@ -10,6 +10,7 @@ import { projector, tileLayer, haversine } from './geo.js';
 import {
   makeCategoryNamer, stateBadge, statusLabel, stageLabel, sourceLabel, actionLabel,
 } from './eventview.js';
+import { ACCEPT, evidenceStrip, refusal, uploadEvidence, blobBox } from './evidence.js';
 
 const PAGE = 'field';
 const POSITION_EVERY_MS = 10000;
@@ -72,6 +73,46 @@ const queue = {
     this.save();
     return item;
   },
+  /**
+   * A photo or file for an event: the bytes go to IndexedDB before the item is queued, so
+   * a reload or a dead battery keeps both. ``at`` is when it was taken: the file's own time
+   * when that is plausible (a camera capture, a recent file), else now; on the server's
+   * clock like the taps.
+   */
+  async addEvidence(event, file) {
+    const device = Date.now();
+    const own = Number(file.lastModified);
+    const taken = own > 0 && own <= device && device - own < 7 * 86400000 ? own : device;
+    const item = {
+      id: `${device.toString(36)}-${Math.random().toString(36).slice(2, 8)}`,
+      event, action: 'evidence', name: file.name || `photo-${device}.jpg`, type: file.type,
+      size: file.size, at: new Date(taken + (clock.samples.length ? clock.offset : 0)).toISOString(),
+      device_at: new Date(taken).toISOString(), tries: 0,
+    };
+    await blobBox.put(item.id, file);
+    this.items.push(item);
+    this.save();
+    return item;
+  },
+  async send(item) {
+    if (item.action !== 'evidence') {
+      return api(`events/${encodeURIComponent(item.event)}/${item.action}`, {
+        method: 'POST', body: { at: item.at },
+      });
+    }
+    let blob;
+    try {
+      blob = await blobBox.get(item.id);
+    } catch (err) { // storage busy: try again later, like a network failure
+      throw Object.assign(new Error(String(err && err.message)), { status: 0 });
+    }
+    if (!blob) return { lost: true };
+    await uploadEvidence(item.event, blob, { name: item.name, takenAt: item.at });
+    blobBox.delete(item.id).catch(() => {});
+    toast(t('evidence.sent', { name: item.name }), 'info');
+    refreshEvent(item.event);
+    return null;
+  },
   forEvent(id) { return this.items.filter((x) => x.event === id); },
   async flush() {
     if (this.flushing || !this.items.length) return;
@@ -82,9 +123,8 @@ const queue = {
       while (this.items.length) {
         const item = this.items[0];
         try {
-          const ev = await api(`events/${encodeURIComponent(item.event)}/${item.action}`, {
-            method: 'POST', body: { at: item.at },
-          });
+          const ev = await this.send(item);
+          if (ev && ev.lost) toast(t('evidence.lost', { name: item.name }), 'warn', 8000);
           this.items.shift();
           this.attempt = 0;
           this.save();
@@ -97,9 +137,10 @@ const queue = {
             this.retry();
             break;
           }
-          // 409 illegal transition, 403 no longer ours, 404, 422: it can never succeed.
+          // 409 illegal transition, 403 no longer ours, 404, 413/415/422: it can never succeed.
           this.items.shift();
           this.save();
+          if (item.action === 'evidence') blobBox.delete(item.id).catch(() => {});
           toast(t('field.rejected', { a: actionLabel(item.action), msg: e.message }), 'warn', 8000);
           if (e.body && e.body.error && e.body.error.status) refreshEvent(item.event);
         }
@@ -228,6 +269,7 @@ function buildMain() {
     el('section', { id: 'card', class: 'card' }),
     el('div', { id: 'action-bar', class: 'action-bar' }),
     el('section', { id: 'nav', class: 'nav-links' }),
+    el('section', { id: 'evidence', class: 'evidence-box' }),
     el('section', { id: 'map-box', class: 'map-box hidden' }, el('div', { id: 'field-map' })),
     el('section', { id: 'details', class: 'details' }),
     el('section', { id: 'others', class: 'others' }));
@@ -246,6 +288,7 @@ function render() {
       el('div', { class: 'muted' }, t('field.none.hint'))));
     replace(bar);
     replace(document.getElementById('nav'));
+    replace(document.getElementById('evidence'));
     replace(document.getElementById('details'));
     replace(document.getElementById('others'));
     document.getElementById('map-box').classList.add('hidden');
@@ -271,6 +314,7 @@ function render() {
     onclick: () => tap(e.id, action),
   }, t(`action.${action}`)) : null);
   renderNav(e);
+  renderEvidence(e);
   renderDetails(e);
   renderOthers(e);
   renderMap(e);
@@ -298,6 +342,40 @@ function renderNav(e) {
   replace(document.getElementById('nav'),
     el('a', { class: 'btn nav', id: 'nav-amap', href: amap, target: '_blank', rel: 'noopener' }, t('field.navigate')),
     el('a', { class: 'btn nav', id: 'nav-geo', href: geo }, t('field.geo')));
+}
+
+/** Take a photo or pick a file for the current event; what it already has, as thumbnails. */
+function renderEvidence(e) {
+  const input = (id, attrs) => el('input', {
+    type: 'file', id, class: 'hidden-input', ...attrs, onchange: (ev) => pickFiles(e.id, ev.target),
+  });
+  const waiting = queue.forEvent(e.id).filter((q) => q.action === 'evidence').length;
+  replace(document.getElementById('evidence'),
+    el('h3', {}, t('evidence.title')),
+    el('div', { class: 'ev-buttons' },
+      el('label', { class: 'btn', id: 'evidence-photo-btn', for: 'evidence-photo' }, t('evidence.photo'),
+        input('evidence-photo', { accept: 'image/*', capture: 'environment' })),
+      el('label', { class: 'btn', id: 'evidence-file-btn', for: 'evidence-file' }, t('evidence.pick'),
+        input('evidence-file', { accept: ACCEPT }))),
+    waiting ? el('div', { class: 'muted small', id: 'evidence-waiting' }, t('field.pending', { n: waiting })) : null,
+    evidenceStrip(e));
+}
+
+async function pickFiles(eventId, inputNode) {
+  const files = [...(inputNode.files || [])];
+  inputNode.value = '';
+  for (const file of files) {
+    const why = refusal(file);
+    if (why) { toast(why, 'warn', 6000); continue; }
+    try {
+      const item = await queue.addEvidence(eventId, file);
+      if (navigator.onLine === false) toast(t('evidence.queued', { name: item.name }), 'info', 6000);
+    } catch (err) {
+      toast(t('error.generic', { msg: err.message }), 'error', 8000);
+    }
+  }
+  render();
+  queue.flush();
 }
 
 function renderDetails(e) {
@@ -436,6 +514,7 @@ function renderPending() {
     const e = S.events.get(q.event);
     return el('li', { 'data-action': q.action, 'data-at': q.at },
       el('strong', {}, actionLabel(q.action)), ' · ',
+      q.action === 'evidence' ? [String(q.name || ''), ' · '] : null,
       e ? S.catName(e.category) : String(q.event), ' · ',
       el('span', { class: 'mono' }, fmtClock(q.at)),
       q.tries ? el('span', { class: 'muted small' }, ` ×${q.tries}`) : null);

@@ -2,8 +2,9 @@
 // the urgent list with server-driven countdowns, event detail and actions.
 import {
   el, clear, replace, api, boot, Live, clock, fmtClock, fmtCountdown, fmtDuration, fmtAge,
-  langButton, connectionPill, signOutButton, toast, setTimeZone, regionIndex, inScope,
+  langButton, connectionPill, signOutButton, toast, setTimeZone, regionIndex, inScope, download,
 } from './common.js';
+import { ACCEPT, evidenceStrip, refusal, uploadEvidence } from './evidence.js';
 import { t, tOr, onLangChange, pickName, pickText, applyStatic } from '../i18n.js';
 import { projector, tileLayer } from './geo.js';
 import {
@@ -737,11 +738,48 @@ function renderDetail() {
         }, t('action.cancel'))))) : null,
     section(t('ops.detail.units'), unitsBlock(e, act, open)),
     section(t('ops.detail.routing'), routingBlock(e.routing)),
+    section(t('evidence.title'), evidenceBlock(e)),
     section(t('ops.detail.timeline'), S.detail ? timelineBlock(S.detail, { names: (v) => teamName(v) || unitName(v) }) : el('p', { class: 'muted' }, t('loading'))));
   if (caret && note.isConnected) {
     note.focus();
     note.setSelectionRange(caret[0], caret[1]);
   }
+}
+
+/** Evidence of the event: thumbnails and chips, attach (operators, admins; any status),
+ * and the dossier for legal review. */
+function evidenceBlock(e) {
+  const d = S.detail && S.detail.id === e.id ? S.detail : e;
+  const canAttach = ['operator', 'admin'].includes(S.me.role);
+  const input = el('input', {
+    type: 'file', accept: ACCEPT, id: 'evidence-input', class: 'hidden-input', multiple: true,
+    onchange: (ev) => attachFiles(e.id, ev.target),
+  });
+  return el('div', { class: 'evidence', id: 'evidence-block' },
+    evidenceStrip(d),
+    el('div', { class: 'action-row' },
+      canAttach ? el('label', { class: 'btn', id: 'evidence-attach', for: 'evidence-input' }, t('evidence.attach'), input) : null,
+      el('button', {
+        type: 'button', class: 'btn', id: 'evidence-dossier',
+        onclick: () => download(`/api/v1/events/${encodeURIComponent(e.id)}/dossier`, null, `dossier-${e.id}.zip`)
+          .catch((err) => toast(t('error.generic', { msg: err.message }), 'error')),
+      }, t('evidence.dossier'))));
+}
+
+async function attachFiles(id, input) {
+  const files = [...(input.files || [])];
+  input.value = '';
+  for (const f of files) {
+    const why = refusal(f);
+    if (why) { toast(why, 'warn', 6000); continue; }
+    try {
+      await uploadEvidence(id, f);
+      toast(t('evidence.sent', { name: f.name }), 'info');
+    } catch (err) {
+      toast(t('error.generic', { msg: err.message }), 'error', 8000);
+    }
+  }
+  if (S.selected === id) refreshDetail();
 }
 
 function levelRank(l) { return { township: 0, county: 1, city: 2 }[l] ?? 3; }

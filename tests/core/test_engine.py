@@ -31,9 +31,11 @@ def test_create_dispatches_at_intake(scenario: Scenario) -> None:
     assert rec.before == {"status": None, "tier": None, "team": None, "unit": None}
     assert rec.state == scenario.engine.get("E0000001")
     # the record carries the state without its growing lists, and what it appended to them
-    assert rec.after == {k: v for k, v in ev.items() if k not in ("timeline", "escalations")}
+    assert rec.after == {k: v for k, v in ev.items()
+                         if k not in ("timeline", "escalations", "evidence")}
     assert rec.added == {"timeline": {"start": 0, "items": ev["timeline"]},
-                         "escalations": {"start": 0, "items": []}}
+                         "escalations": {"start": 0, "items": []},
+                         "evidence": {"start": 0, "items": []}}
 
 
 def test_routing_levels(scenario: Scenario) -> None:

@@ -78,9 +78,9 @@ def test_the_page_policy_admits_the_configured_tile_server_only(tmp_path):
                    "&z={z}', subdomains: '1234', crs: gcj02}}\n", encoding="utf-8")
     common, page = security_headers(load_config(cfg))
     img = next(d for d in page["Content-Security-Policy"].split("; ") if d.startswith("img-src"))
-    assert img == "img-src 'self' data: https://*.is.autonavi.com"
+    assert img == "img-src 'self' data: blob: https://*.is.autonavi.com"
     assert common["Content-Security-Policy"].startswith("default-src 'none'")
     # Tiles from this server (a relative URL) need nothing more than 'self'.
     cfg.write_text("ui: {tiles: {url: '/tiles/{z}/{x}/{y}.png'}}\n", encoding="utf-8")
     _, page = security_headers(load_config(cfg))
-    assert "img-src 'self' data:;" in page["Content-Security-Policy"]
+    assert "img-src 'self' data: blob:;" in page["Content-Security-Policy"]
