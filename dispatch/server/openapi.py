@@ -15,8 +15,8 @@ from typing import Any
 
 from aiohttp import web
 
-from dispatch.core.lifecycle import ACTIONS, STAGES, STATUSES
-from dispatch.server import schemas
+from dispatch.core.lifecycle import ACTIONS
+from dispatch.server import schemas, shapes
 from dispatch.server.state import json_response
 
 
@@ -24,20 +24,7 @@ def ref(name: str) -> dict[str, Any]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-def nullable(schema: dict[str, Any]) -> dict[str, Any]:
-    return {"anyOf": [schema, {"type": "null"}]}
-
-
 STR = {"type": "string"}
-NSTR = {"type": ["string", "null"]}
-TIME = {"type": "string", "format": "date-time"}
-NTIME = nullable(TIME)
-NNUM = {"type": ["number", "null"]}
-STAGE = {"type": "string", "enum": list(STAGES)}
-STATUS = {"type": "string", "enum": list(STATUSES)}
-TIER = {"enum": ["township", "county", "city", None]}
-ROLE = {"type": "string", "enum": ["operator", "field", "supervisor", "intake", "department",
-                                   "admin"]}
 ERROR_TEXT = {
     400: "malformed JSON, a bad character or an oversized integer in the body",
     401: "no or bad bearer token",
@@ -51,98 +38,15 @@ ERROR_TEXT = {
     503: "the store cannot be written now; nothing was changed, retry",
 }
 
-STAGE_STATS = {"type": "object", "required": ["counted", "p50_s", "p90_s", "max_s",
-                                              "within_pct"], "properties": {
-    "counted": {"type": "integer", "minimum": 0}, "p50_s": NNUM, "p90_s": NNUM, "max_s": NNUM,
-    "within_pct": NNUM}}
-EVENT_PROPS: dict[str, Any] = {
-    "id": STR, "status": STATUS, "tier": TIER, "category": STR, "description": NSTR,
-    "source": NSTR, "priority": {"type": ["integer", "null"]}, "external_id": NSTR,
-    "reporter": {"type": ["object", "null"]},
-    "location": {"type": "object", "required": ["lon", "lat"], "properties": {
-        "lon": {"type": "number"}, "lat": {"type": "number"}, "crs": STR,
-        "original": {"type": "object"}}},
-    **{k: NSTR for k in ("grid", "township", "county", "city", "zone", "team", "unit")},
-    "mutual_aid": {"type": "boolean"}, "routing": {"type": "object"},
-    "breaches": {"type": "array", "items": STAGE},
-    "version": {"type": "integer"}, "seq": {"type": ["integer", "null"]},
-    **{k: NTIME for k in ("created_at", "dispatched_at", "responded_at", "departed_at",
-                          "arrived_at", "resolved_at", "cancelled_at", "updated_at",
-                          "reported_at")},
-    "deadlines": {"type": "object", "properties": {s: NTIME for s in STAGE["enum"]}},
-    "next_deadline": nullable({"type": "object", "required": ["stage", "at"],
-                               "properties": {"stage": STAGE, "at": TIME}}),
-    "timer_state": {"type": "string", "enum": ["on_time", "warning", "breached", "escalated",
-                                               "closed"]},
-    "escalations": {"type": "array", "items": {"type": "object"}},
-}
-EVENT_REQUIRED = ["id", "status", "tier", "category", "location", "team", "unit", "mutual_aid",
-                  "created_at", "deadlines", "breaches", "timer_state", "next_deadline",
-                  "version"]
-TIMELINE = {"type": "array", "items": {"type": "object", "required": ["at", "action"],
-                                       "properties": {"at": NTIME, "action": STR}}}
-
-SCHEMAS: dict[str, Any] = {
-    "Error": {"type": "object", "required": ["error"], "properties": {"error": {
-        "type": "object", "required": ["code", "message"], "properties": {
-            "code": STR, "message": STR, "field": NSTR,
-            "status": {"type": "string", "description": "current status (409 only)"},
-            "retry_after_s": {"type": "number", "description": "429 only"}}}}},
-    "EventSummary": {"type": "object", "required": EVENT_REQUIRED, "properties": EVENT_PROPS},
-    "Event": {"type": "object", "required": [*EVENT_REQUIRED, "timeline"],
-              "properties": {**EVENT_PROPS, "timeline": TIMELINE}},
-    "EventList": {"type": "object", "required": ["events", "next"], "properties": {
-        "events": {"type": "array", "items": ref("EventSummary")}, "next": NSTR}},
-    "Unit": {"type": "object", "required": ["id", "name", "kind", "team", "lon", "lat", "at",
-                                            "source", "available", "event"], "properties": {
-        "id": STR, "name": STR, "kind": STR, "team": STR, "lon": {"type": "number"},
-        "lat": {"type": "number"}, "at": NTIME, "age_s": NNUM, "accuracy_m": NNUM,
-        "source": {"type": "string", "enum": ["reported", "base", "stale"]},
-        "available": {"type": "boolean"}, "event": NSTR}},
-    "UnitList": {"type": "object", "required": ["units"], "properties": {
-        "units": {"type": "array", "items": ref("Unit")}}},
-    "UnitPick": {"type": "object", "required": ["unit", "team", "mutual_aid", "distance_m"],
-                 "properties": {"unit": STR, "team": STR, "mutual_aid": {"type": "boolean"},
-                                "distance_m": {"type": "number"},
-                                "explanation": {"type": "object"}}},
-    "EventUnits": {"type": "object", "required": ["recommended", "nearby"], "properties": {
-        "recommended": nullable(ref("UnitPick")),
-        "nearby": {"type": "array", "items": ref("UnitPick")}}},
-    "Categories": {"type": "object", "required": ["categories"], "properties": {
-        "categories": {"type": "array", "items": {
-            "type": "object", "required": ["id", "name", "priority", "timers"], "properties": {
-                "id": STR, "name": STR, "priority": {"type": "integer"},
-                "timers": {"type": "object"}}}}}},
-    "Teams": {"type": "object", "required": ["teams"], "properties": {"teams": {
-        "type": "array", "items": {"type": "object", "required": ["id", "name", "level",
-                                                                  "region", "units"],
-                                   "properties": {
-            "id": STR, "name": STR, "level": STR, "region": STR,
-            "base": {"type": "array", "items": {"type": "number"}},
-            "units": {"type": "array", "items": STR}}}}}},
-    "FeatureCollection": {"type": "object", "required": ["type", "features"], "properties": {
-        "type": {"const": "FeatureCollection"}, "features": {"type": "array"}}},
-    "Stats": {"type": "object", "required": ["groups"], "properties": {"groups": {
-        "type": "array", "items": {"type": "object", "required": [
-            "key", "name", "count", "respond", "depart", "arrive"], "properties": {
-            "key": STR, "name": STR, "count": {"type": "integer", "minimum": 0},
-            **{s: STAGE_STATS for s in STAGE["enum"]}}}}}},
-    "Me": {"type": "object", "required": ["role", "region", "unit", "name"], "properties": {
-        "role": ROLE, "region": NSTR, "region_name": NSTR, "unit": NSTR, "team": NSTR,
-        "name": STR}},
-    "UI": {"type": "object", "required": ["tiles", "center", "zoom", "timezone"],
-           "properties": {"tiles": {"type": ["object", "null"]},
-                          "center": {"type": "array", "items": {"type": "number"}},
-                          "zoom": {"type": "number"}, "timezone": STR,
-                          "server_time": TIME}},
-    "Health": {"type": "object", "required": ["status"], "properties": {
-        "status": {"type": "string", "enum": ["ok", "failing"]},
-        "reason": STR, "seq": {"type": "integer"}, "events": {"type": "integer"},
-        "ws_clients": {"type": "integer"}}},
-    # the request bodies (Intake, Action, Position, Location): generated from the models that
-    # validate them (schemas.py), never written here
-    **schemas.components(),
-}
+# -- the components: generated, never written here ------------------------------------------
+# Response bodies from shapes.py (one msgspec Struct per shape: Event, EventList, Unit, Error,
+# ...), request bodies from schemas.py (Intake, Action, Position, Location). To add a field or
+# a shape, edit shapes.py (its docstring says how); the paths below refer to them by name.
+RESPONSE_SCHEMAS: dict[str, Any] = shapes.components()
+REQUEST_SCHEMAS: dict[str, Any] = schemas.components()
+if _shared := RESPONSE_SCHEMAS.keys() & REQUEST_SCHEMAS.keys():  # one would hide the other
+    raise RuntimeError(f"a response shape and a request body share the names {_shared}")
+SCHEMAS: dict[str, Any] = {**RESPONSE_SCHEMAS, **REQUEST_SCHEMAS}
 
 
 def _json(schema: dict[str, Any]) -> dict[str, Any]:
