@@ -4,9 +4,14 @@ It tells the truth about every operation: each status code the server can answer
 ``/api/v1`` doors add 401 and 429 to every route, a body adds 400/413/415), the error body of
 contract §3, and the shapes of the answers. ``tests/server/test_api.py`` keeps its paths equal
 to the routes; ``tests/fuzz/test_schemathesis.py`` holds every answer to it. Ids of events and
-units outside the caller's scope answer 404 like unknown ones (contract v2 §6). The request
-bodies' schemas are generated from the models that validate them (``schemas.py``). The links
+units outside the caller's scope answer 404 like unknown ones (contract v2 §6). The links
 from an intake to the operations on the event it made let a stateful fuzzer follow them.
+
+No schema is written here (issue 12, one schema per shape): ``SCHEMAS`` is generated, the
+response bodies from the Structs of ``shapes.py`` (held to what the server really renders by
+``tests/server/test_shapes.py``), the request bodies from those of ``schemas.py`` (which
+validate them at the door). This module writes the paths: operations, parameters, status
+codes, links, and which component each answer is.
 """
 
 from __future__ import annotations
