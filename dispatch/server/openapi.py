@@ -4,9 +4,14 @@ It tells the truth about every operation: each status code the server can answer
 ``/api/v1`` doors add 401 and 429 to every route, a body adds 400/413/415), the error body of
 contract §3, and the shapes of the answers. ``tests/server/test_api.py`` keeps its paths equal
 to the routes; ``tests/fuzz/test_schemathesis.py`` holds every answer to it. Ids of events and
-units outside the caller's scope answer 404 like unknown ones (contract v2 §6). The request
-bodies' schemas are generated from the models that validate them (``schemas.py``). The links
+units outside the caller's scope answer 404 like unknown ones (contract v2 §6). The links
 from an intake to the operations on the event it made let a stateful fuzzer follow them.
+
+No schema is written here (issue 12, one schema per shape): ``SCHEMAS`` is generated, the
+response bodies from the Structs of ``shapes.py`` (held to what the server really renders by
+``tests/server/test_shapes.py``), the request bodies from those of ``schemas.py`` (which
+validate them at the door). This module writes the paths: operations, parameters, status
+codes, links, and which component each answer is.
 """
 
 from __future__ import annotations
@@ -15,8 +20,8 @@ from typing import Any
 
 from aiohttp import web
 
-from dispatch.core.lifecycle import ACTIONS, STAGES, STATUSES
-from dispatch.server import open311_openapi, schemas
+from dispatch.core.lifecycle import ACTIONS
+from dispatch.server import open311_openapi, schemas, shapes
 from dispatch.server.state import json_response
 
 
@@ -24,20 +29,7 @@ def ref(name: str) -> dict[str, Any]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-def nullable(schema: dict[str, Any]) -> dict[str, Any]:
-    return {"anyOf": [schema, {"type": "null"}]}
-
-
 STR = {"type": "string"}
-NSTR = {"type": ["string", "null"]}
-TIME = {"type": "string", "format": "date-time"}
-NTIME = nullable(TIME)
-NNUM = {"type": ["number", "null"]}
-STAGE = {"type": "string", "enum": list(STAGES)}
-STATUS = {"type": "string", "enum": list(STATUSES)}
-TIER = {"enum": ["township", "county", "city", None]}
-ROLE = {"type": "string", "enum": ["operator", "field", "supervisor", "intake", "department",
-                                   "admin"]}
 ERROR_TEXT = {
     400: "malformed JSON, a bad character or an oversized integer in the body",
     401: "no or bad bearer token",
@@ -51,126 +43,16 @@ ERROR_TEXT = {
     503: "the store cannot be written now; nothing was changed, retry",
 }
 
-STAGE_STATS = {"type": "object", "required": ["counted", "p50_s", "p90_s", "max_s",
-                                              "within_pct"], "properties": {
-    "counted": {"type": "integer", "minimum": 0}, "p50_s": NNUM, "p90_s": NNUM, "max_s": NNUM,
-    "within_pct": NNUM}}
-EVENT_PROPS: dict[str, Any] = {
-    "id": STR, "status": STATUS, "tier": TIER, "category": STR, "description": NSTR,
-    "source": NSTR, "priority": {"type": ["integer", "null"]}, "external_id": NSTR,
-    "reporter": {"type": ["object", "null"]},
-    "location": {"type": "object", "required": ["lon", "lat"], "properties": {
-        "lon": {"type": "number"}, "lat": {"type": "number"}, "crs": STR,
-        "original": {"type": "object"}}},
-    **{k: NSTR for k in ("grid", "township", "county", "city", "zone", "team", "unit")},
-    "mutual_aid": {"type": "boolean"}, "routing": {"type": "object"},
-    "breaches": {"type": "array", "items": STAGE},
-    "version": {"type": "integer"}, "seq": {"type": ["integer", "null"]},
-    **{k: NTIME for k in ("created_at", "dispatched_at", "responded_at", "departed_at",
-                          "arrived_at", "resolved_at", "cancelled_at", "updated_at",
-                          "reported_at")},
-    "deadlines": {"type": "object", "properties": {s: NTIME for s in STAGE["enum"]}},
-    "next_deadline": nullable({"type": "object", "required": ["stage", "at"],
-                               "properties": {"stage": STAGE, "at": TIME}}),
-    "timer_state": {"type": "string", "enum": ["on_time", "warning", "breached", "escalated",
-                                               "closed"]},
-    "escalations": {"type": "array", "items": {"type": "object"}},
-    "evidence": {"type": "array", "items": {"$ref": "#/components/schemas/Evidence"}},
-}
-EVENT_REQUIRED = ["id", "status", "tier", "category", "location", "team", "unit", "mutual_aid",
-                  "created_at", "deadlines", "breaches", "timer_state", "next_deadline",
-                  "version"]
-TIMELINE = {"type": "array", "items": {"type": "object", "required": ["at", "action"],
-                                       "properties": {"at": NTIME, "action": STR}}}
-
-SCHEMAS: dict[str, Any] = {
-    "Error": {"type": "object", "required": ["error"], "properties": {"error": {
-        "type": "object", "required": ["code", "message"], "properties": {
-            "code": STR, "message": STR, "field": NSTR,
-            "status": {"type": "string", "description": "current status (409 only)"},
-            "retry_after_s": {"type": "number", "description": "429 only"}}}}},
-    "EventSummary": {"type": "object", "required": EVENT_REQUIRED, "properties": EVENT_PROPS},
-    "Event": {"type": "object", "required": [*EVENT_REQUIRED, "timeline"],
-              "properties": {**EVENT_PROPS, "timeline": TIMELINE}},
-    "EventList": {"type": "object", "required": ["events", "next"], "properties": {
-        "events": {"type": "array", "items": ref("EventSummary")}, "next": NSTR}},
-    "Unit": {"type": "object", "required": ["id", "name", "kind", "team", "lon", "lat", "at",
-                                            "source", "available", "event"], "properties": {
-        "id": STR, "name": STR, "kind": STR, "team": STR, "lon": {"type": "number"},
-        "lat": {"type": "number"}, "at": NTIME, "age_s": NNUM, "accuracy_m": NNUM,
-        "source": {"type": "string", "enum": ["reported", "base", "stale"]},
-        "available": {"type": "boolean"}, "event": NSTR}},
-    "UnitList": {"type": "object", "required": ["units"], "properties": {
-        "units": {"type": "array", "items": ref("Unit")}}},
-    "UnitPick": {"type": "object", "required": ["unit", "team", "mutual_aid", "distance_m"],
-                 "properties": {"unit": STR, "team": STR, "mutual_aid": {"type": "boolean"},
-                                "distance_m": {"type": "number"},
-                                "explanation": {"type": "object"}}},
-    "EventUnits": {"type": "object", "required": ["recommended", "nearby"], "properties": {
-        "recommended": nullable(ref("UnitPick")),
-        "nearby": {"type": "array", "items": ref("UnitPick")}}},
-    "Categories": {"type": "object", "required": ["categories"], "properties": {
-        "categories": {"type": "array", "items": {
-            "type": "object", "required": ["id", "name", "priority", "timers"], "properties": {
-                "id": STR, "name": STR, "priority": {"type": "integer"},
-                "timers": {"type": "object"}}}}}},
-    "Teams": {"type": "object", "required": ["teams"], "properties": {"teams": {
-        "type": "array", "items": {"type": "object", "required": ["id", "name", "level",
-                                                                  "region", "units"],
-                                   "properties": {
-            "id": STR, "name": STR, "level": STR, "region": STR,
-            "base": {"type": "array", "items": {"type": "number"}},
-            "units": {"type": "array", "items": STR}}}}}},
-    "FeatureCollection": {"type": "object", "required": ["type", "features"], "properties": {
-        "type": {"const": "FeatureCollection"}, "features": {"type": "array"}}},
-    "Stats": {"type": "object", "required": ["groups"], "properties": {"groups": {
-        "type": "array", "items": {"type": "object", "required": [
-            "key", "name", "count", "respond", "depart", "arrive"], "properties": {
-            "key": STR, "name": STR, "count": {"type": "integer", "minimum": 0},
-            **{s: STAGE_STATS for s in STAGE["enum"]}}}}}},
-    "Me": {"type": "object", "required": ["role", "region", "unit", "name"], "properties": {
-        "role": ROLE, "region": NSTR, "region_name": NSTR, "unit": NSTR, "team": NSTR,
-        "name": STR}},
-    "UI": {"type": "object", "required": ["tiles", "center", "zoom", "timezone"],
-           "properties": {"tiles": {"type": ["object", "null"]},
-                          "center": {"type": "array", "items": {"type": "number"}},
-                          "zoom": {"type": "number"}, "timezone": STR,
-                          "server_time": TIME}},
-    "Evidence": {"type": "object", "required": ["id", "sha256", "size", "type", "name", "at",
-                                                "actor"], "properties": {
-        "id": STR, "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
-        "size": {"type": "integer", "minimum": 1}, "type": STR, "name": STR,
-        "at": NTIME, "actor": STR, "received_at": NTIME, "url": NSTR}},
-    "Health": {"type": "object", "required": ["status"], "properties": {
-        "status": {"type": "string", "enum": ["ok", "failing"]},
-        "reason": STR, "seq": {"type": "integer"}, "events": {"type": "integer"},
-        "ws_clients": {"type": "integer"}}},
-    "Deliveries": {"type": "object", "required": [
-        "webhook", "url", "cursor", "last_delivered_seq", "journal_seq", "retrying", "pending",
-        "more", "oldest_pending_age_s"], "properties": {
-        "webhook": STR, "url": STR, "source": NSTR, "region": NSTR,
-        "departments": {"type": "array", "items": STR},
-        "cursor": {"type": "integer", "description": "every covered message up to this seq "
-                   "was answered 2xx"},
-        "last_delivered_seq": {"type": ["integer", "null"]},
-        "journal_seq": {"type": "integer"},
-        "retrying": nullable({"type": "object", "required": ["seq", "attempts", "last_error"],
-                              "properties": {"seq": {"type": "integer"},
-                                             "attempts": {"type": "integer"},
-                                             "last_error": NSTR, "last_attempt_at": NTIME,
-                                             "next_attempt_at": NTIME}}),
-        "pending": {"type": "array", "items": {"type": "object", "required": [
-            "seq", "delivery", "type", "event", "attempts", "last_error"], "properties": {
-            "seq": {"type": "integer"}, "delivery": STR, "type": STR, "action": STR,
-            "event": STR, "at": NTIME, "age_s": {"type": "number"},
-            "attempts": {"type": "integer"}, "last_error": NSTR, "last_attempt_at": NTIME,
-            "next_attempt_at": NTIME}}},
-        "more": {"type": "boolean"}, "oldest_pending_age_s": NNUM}},
-    # the request bodies (Intake, Action, Position, Location): generated from the models that
-    # validate them (schemas.py), never written here
-    **schemas.components(),
-    **open311_openapi.SCHEMAS,  # /open311: the standard's own shapes and error list
-}
+# -- the components: generated, never written here ------------------------------------------
+# Response bodies from shapes.py (one msgspec Struct per shape: Event, EventList, Unit, Error,
+# ...), request bodies from schemas.py (Intake, Action, Position, Location). To add a field or
+# a shape, edit shapes.py (its docstring says how); the paths below refer to them by name.
+RESPONSE_SCHEMAS: dict[str, Any] = shapes.components()
+REQUEST_SCHEMAS: dict[str, Any] = schemas.components()
+if _shared := RESPONSE_SCHEMAS.keys() & REQUEST_SCHEMAS.keys():  # one would hide the other
+    raise RuntimeError(f"a response shape and a request body share the names {_shared}")
+# /open311 answers in the standard's own shapes (GeoReport v2), described beside its routes
+SCHEMAS: dict[str, Any] = {**RESPONSE_SCHEMAS, **REQUEST_SCHEMAS, **open311_openapi.SCHEMAS}
 
 
 def _json(schema: dict[str, Any]) -> dict[str, Any]:
