@@ -52,7 +52,7 @@ from tests.fuzz.net import (
 LONG = os.environ.get("FUZZ_LONG", "") not in ("", "0")
 FACTOR = int(os.environ.get("FUZZ_LONG_FACTOR", "20")) if LONG else 1
 EXAMPLES = 4 * FACTOR
-STATEFUL_STEPS = (6 * FACTOR, 50 if LONG else 10)  # (max_examples, stateful_step_count)
+STATEFUL_STEPS = (10 * FACTOR, 50 if LONG else 10)  # (max_examples, stateful_step_count)
 # Callers: every role, another county's operator and supervisor, a bad token, no token.
 WHO = ["admin", "op-a", "op-b", "sup-b", "field-u-0005", "intake", "bogus", None]
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
