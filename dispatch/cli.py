@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import json
 import logging
 import os
 import sys
 from pathlib import Path
 from typing import Any
 
-from dispatch.config import ROLES, Config, ConfigError, load_config
+from dispatch.config import ROLES, Config, ConfigError, config_schema, load_config
 
 log = logging.getLogger("dispatch")
 ROOT_CONFIG = Path(__file__).resolve().parents[1] / "config.yaml"
@@ -132,6 +133,9 @@ def cmd_token_revoke(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    if args.schema:
+        print(json.dumps(config_schema(), ensure_ascii=False, indent=2))
+        return 0
     try:
         config = _config(args.file)
     except ConfigError as exc:
@@ -218,6 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("check-config", help="validate a config file and its geo data")
     c.add_argument("file", nargs="?")
+    c.add_argument("--schema", action="store_true",
+                   help="print the configuration's JSON Schema instead (from dispatch/config.py)")
     c.set_defaults(func=cmd_check_config)
 
     a = sub.add_parser("audit", help="journal audit").add_subparsers(dest="sub", required=True)

@@ -1,32 +1,47 @@
-"""Configuration: built-in defaults, a YAML file, environment overrides, one validator.
+"""Configuration: one typed description, built-in defaults, a YAML file, environment overrides.
 
-How it works: ``load_config(path)`` starts from ``DEFAULTS`` (never from the shipped
-``config.yaml``: contract §7 says keys a file leaves out take the built-in defaults), merges
-the file over them, then applies ``DISPATCH_<SECTION>__<KEY>=value`` environment variables
-(values parsed as YAML scalars), and validates the result. The first problem found stops
-start-up with a ``ConfigError`` naming the key, e.g. ``timers.respond_s: must be a positive
-number``. Relative paths are resolved against the config file's folder.
+How it works: the configuration is described once, as ``msgspec.Struct`` models below (one
+per section, ``Settings`` for the whole file). Their field defaults are the built-in defaults
+(``DEFAULTS`` is derived from them), their ``Meta`` constraints are the checks, and
+``config_schema()`` publishes them as a JSON Schema (``dispatch check-config --schema``).
+
+``load_config(path)`` starts from ``DEFAULTS`` (never from the shipped ``config.yaml``:
+contract §7 says keys a file leaves out take the built-in defaults), merges the file over
+them, then applies ``DISPATCH_<SECTION>__<KEY>=value`` environment variables (values parsed
+as YAML scalars), converts the result into ``Settings`` (types, ranges, lengths, enums and
+unknown keys are checked in C) and runs the few rules a schema cannot say (``RULES``). The
+first problem found stops start-up with a ``ConfigError`` naming the key, e.g.
+``timers.respond_s: must be a positive number, got 0``. Relative paths are resolved against
+the config file's folder.
+
+Each checked field is written ``checked(type, "problem text", **constraints)``; a msgspec
+error becomes a ``ConfigError`` naming the dotted key with that text (config_errors.py).
+docs/design.md ("Configuration") says how to add a section.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
+import math
 import os
 import zoneinfo
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
+import msgspec
 import yaml
+from msgspec import UNSET, Struct, UnsetType, field
 
+from dispatch.config_errors import ConfigError, checked, convert, problem_at
 from dispatch.store.redis_keys import REDIS_SCHEMES
 from geo import DEMO_DIR
 
 ROLES = ("operator", "field", "supervisor", "intake", "admin")
-CRS_NAMES = ("wgs84", "gcj02", "bd09")
 
 # The bureau's common categories (contract §7); the shipped config.yaml lists the same.
 DEFAULT_CATEGORIES: list[dict[str, Any]] = [
@@ -43,52 +58,236 @@ DEFAULT_CATEGORIES: list[dict[str, Any]] = [
     {"id": "illegal_parking", "name": "违规停车 Illegal parking", "priority": 3},
 ]
 
-DEFAULTS: dict[str, Any] = {
-    "server": {"host": "127.0.0.1", "port": 8080},
-    "store": "var/dispatch.db",
-    "store_options": {"synchronous": "FULL", "append_timeout_s": 10},
-    "geo": {
-        "regions": str(DEMO_DIR / "regions.geojson"),
-        "zones": str(DEMO_DIR / "zones.geojson"),
-        "teams": str(DEMO_DIR / "teams.yaml"),
-    },
-    "routing": {"snap_m": 2000, "position_max_age_s": 300},
-    "timers": {"respond_s": 60, "depart_s": 180, "arrive_s": 900, "warn_fraction": 0.2,
-               "zones": {}},
-    "offline": {"max_skew_s": 30},
-    "categories": DEFAULT_CATEGORIES,
-    "auth": {"tokens": [], "token_file": "var/tokens.yaml"},
-    # auth_failures_*: requests with a missing or bad token, per client address; past the
-    # burst every token from that address answers 429 until the bucket refills.
-    "limits": {"max_body_bytes": 65536, "max_json_depth": 32, "rate_per_s": 100,
-               "rate_burst": 400, "ws_max_message_bytes": 65536,
-               "auth_failures_per_min": 30, "auth_failures_burst": 30},
-    # GET /metrics: a token of one of these roles, or anyone when public is true.
-    "metrics": {"public": False, "roles": ["admin", "supervisor"]},
-    "ws": {"queue_size": 2000, "heartbeat_s": 20, "replay_max": 20000,
-           "position_flush_s": 1.0},
-    "timezone": "Asia/Shanghai",
-    # Evidence files (contract §8), content-addressed; on Redis every instance must see the
-    # same folder (shared storage), and start-up refuses one it cannot write.
-    "evidence": {"store": "var/evidence", "max_bytes": 20 * 1024 * 1024},
-    "ui": {"tiles": None, "center": [121.2, 28.75], "zoom": 9},
-    # contract v2 §8: [{id, url, secret, source?, region?}] (server/webhooks.py)
-    "webhooks": [],
-    # retries back off from retry_initial_s (at most 1 s), doubling, to retry_max_s (at most
-    # 60 s); one attempt waits timeout_s; on Redis one instance per webhook holds a lease_s lease
-    "webhooks_options": {"retry_initial_s": 1.0, "retry_max_s": 60.0, "timeout_s": 10.0,
-                         "lease_s": 10.0},
+
+# ---------------------------------------------------------------------------------------------
+# The shapes: one Struct per section. Field defaults are the built-in defaults.
+
+PositiveNumber = checked(float, "must be a positive number", got=True, gt=0)
+PositiveInt = checked(int, "must be a positive integer", got=True, gt=0)
+FilePath = checked(str, "must be a file path")
+Text = checked(str, "must be a string")
+Flag = checked(bool, "must be true or false")
+Role = Literal[ROLES]  # type: ignore[valid-type]
+
+
+class Server(Struct, kw_only=True, forbid_unknown_fields=True):
+    host: checked(str, "must be a host name or address", min_length=1) = "127.0.0.1"
+    port: checked(int, "must be an integer 0..65535", got=True, ge=0, le=65535) = 8080
+
+
+class StoreOptions(Struct, kw_only=True):
+    """The embedded (SQLite) store; Redis takes its options from the URL (docs/redis.md)."""
+
+    synchronous: checked(Literal["FULL", "NORMAL"], "must be FULL or NORMAL") = "FULL"
+    append_timeout_s: checked(float, "must be a number of seconds in (0, 600]",
+                             gt=0, le=600) = 10
+
+
+class Geo(Struct, kw_only=True):
+    regions: FilePath = str(DEMO_DIR / "regions.geojson")
+    zones: checked(str | None, "must be a file path or null") = str(DEMO_DIR / "zones.geojson")
+    teams: FilePath = str(DEMO_DIR / "teams.yaml")
+
+
+class Routing(Struct, kw_only=True):
+    snap_m: PositiveNumber = 2000
+    position_max_age_s: PositiveNumber = 300
+
+
+WarnFraction = checked(float, "must be in [0, 1)", got=True, ge=0, lt=1)
+
+
+class TimerOverride(Struct, kw_only=True, forbid_unknown_fields=True):
+    """Per-zone or per-category timers: the windows it gives replace the defaults."""
+
+    unknown_key: ClassVar[str] = "unknown timer key"
+    respond_s: PositiveNumber | UnsetType = UNSET
+    depart_s: PositiveNumber | UnsetType = UNSET
+    arrive_s: PositiveNumber | UnsetType = UNSET
+    warn_fraction: WarnFraction | UnsetType = UNSET
+
+
+class Timers(Struct, kw_only=True, forbid_unknown_fields=True):
+    unknown_key: ClassVar[str] = "unknown timer key"
+    respond_s: PositiveNumber = 60
+    depart_s: PositiveNumber = 180
+    arrive_s: PositiveNumber = 900
+    warn_fraction: WarnFraction = 0.2
+    zones: checked(dict[str, checked(TimerOverride, "must be a mapping")],
+                  "must be a mapping of zone id to timers") = {}
+
+
+class Offline(Struct, kw_only=True):
+    max_skew_s: checked(float, "must be a number >= 0", ge=0) = 30
+
+
+class Category(Struct, kw_only=True):
+    id: checked(str, "must be a string", min_length=1)
+    name: Text | UnsetType = UNSET  # default: the id
+    priority: checked(int, "must be an integer 1..3", got=True, ge=1, le=3) = 2
+    timers: checked(TimerOverride | None, "must be a mapping") | UnsetType = UNSET
+
+
+class TokenScope(Struct, kw_only=True):
+    """Role, scope and name of a token entry (``auth.tokens`` or the token file)."""
+
+    role: checked(Role, f"must be one of {', '.join(ROLES)}", got=True)
+    region: checked(str, "must be a string", got=True) | None = None
+    unit: checked(str, "must be a string", got=True) | None = None
+    name: checked(str | int, "must be a string") | None = None
+    demo: Flag = False
+
+
+class TokenEntry(TokenScope, kw_only=True):
+    """One entry of ``auth.tokens``: the token itself, or ``sha256:<hex>`` of it."""
+
+    token: checked(str, "must be a string of at least 8 characters (or sha256:<hex>)",
+                  min_length=8)
+
+
+class TokenFileEntry(TokenScope, kw_only=True):
+    """One entry of the token file (written by ``dispatch token create``)."""
+
+    digest: checked(str, "must be 64 hex digits", pattern="^[0-9a-fA-F]{64}$")
+
+
+ConfigToken = checked(TokenEntry, "must be a mapping with token and role")
+FileToken = checked(TokenFileEntry, "must be a mapping with digest and role")
+
+
+class Auth(Struct, kw_only=True):
+    tokens: checked(list[ConfigToken], "must be a list") = []
+    token_file: FilePath = "var/tokens.yaml"
+
+
+class Limits(Struct, kw_only=True):
+    max_body_bytes: PositiveInt = 65536
+    max_json_depth: PositiveInt = 32
+    rate_per_s: PositiveNumber = 100
+    rate_burst: PositiveInt = 400
+    ws_max_message_bytes: PositiveInt = 65536
+    # Requests with a missing or bad token, per client address; past the burst every token
+    # from that address answers 429 until the bucket refills.
+    auth_failures_per_min: PositiveNumber = 30
+    auth_failures_burst: PositiveInt = 30
+
+
+class Metrics(Struct, kw_only=True):
+    """``GET /metrics``: a token of one of these roles, or anyone when public is true."""
+
+    public: Flag = False
+    roles: checked(list[Role], f"must be a list of roles ({', '.join(ROLES)})", got=True) = \
+        field(default_factory=lambda: ["admin", "supervisor"])
+
+
+class Ws(Struct, kw_only=True):
+    queue_size: PositiveInt = 2000
+    heartbeat_s: PositiveNumber = 20
+    replay_max: PositiveInt = 20000
+    position_flush_s: PositiveNumber = 1.0
+    # Left out or null: queue_size * 2048 (hub.queue_bytes).
+    queue_bytes: PositiveInt | None | UnsetType = UNSET
+
+
+class Tiles(Struct, kw_only=True):
+    """A tile server; keys besides url (attribution, crs, ...) go to the pages as given."""
+
+    url: checked(str, "must be a string (the tile URL template)")
+
+
+class Ui(Struct, kw_only=True):
+    tiles: checked(Tiles | None, "must be null or a mapping with a url") = None
+    center: checked(list[float], "must be [lon, lat]", min_length=2, max_length=2) = \
+        field(default_factory=lambda: [121.2, 28.75])
+    zoom: checked(float, "must be a map zoom 0..22", got=True, ge=0, le=22) = 9
+
+
+class Evidence(Struct, kw_only=True):
+    """Evidence files (contract §8), content-addressed; on Redis every instance must see the
+    same folder (shared storage), and start-up refuses one it cannot write."""
+
+    store: checked(str, "must be a folder path", min_length=1) = "var/evidence"
+    max_bytes: PositiveInt = 20 * 1024 * 1024
+
+
+WebhookId = checked(str, "must be 1-64 letters, digits, '.', '_' or '-'",
+                    pattern="^[A-Za-z0-9._-]{1,64}$")
+AnyOrText = checked(str, "must be a non-empty string, or left out for any", min_length=1)
+
+
+class Webhook(Struct, kw_only=True, forbid_unknown_fields=True):
+    """One receiver of change messages (contract v2 §8, server/webhooks.py); whether its
+    region exists is checked against the geo data at start-up."""
+
+    id: WebhookId
+    url: checked(str, "must be an http:// or https:// URL", got=True)
+    secret: checked(str, "must be a non-empty string (the HMAC-SHA256 key)", min_length=1)
+    source: AnyOrText | None = None
+    region: AnyOrText | None = None
+
+
+class WebhooksOptions(Struct, kw_only=True, forbid_unknown_fields=True):
+    """Retries back off from retry_initial_s (at most 1 s, contract §8), doubling, to
+    retry_max_s (at most 60 s); one attempt waits timeout_s; on Redis one instance per
+    webhook holds a lease_s lease."""
+
+    retry_initial_s: checked(float, "must be a number of seconds in (0, 1]", got=True,
+                             gt=0, le=1) = 1.0
+    retry_max_s: checked(float, "must be a number of seconds from retry_initial_s to 60",
+                         got=True, gt=0, le=60) = 60.0
+    timeout_s: checked(float, "must be a number of seconds in (0, 600]", got=True,
+                       gt=0, le=600) = 10.0
+    lease_s: checked(float, "must be a number of seconds in (0, 600]", got=True,
+                     gt=0, le=600) = 10.0
+
+
+class Settings(Struct, kw_only=True, forbid_unknown_fields=True):
+    """The dispatch server's configuration file (dispatch/config.py)."""
+
+    server: Server = field(default_factory=Server)
+    store: checked(str, "must be a file path or a redis://, rediss:// or redis+sentinel:// URL",
+                  min_length=1) = "var/dispatch.db"
+    store_options: StoreOptions = field(default_factory=StoreOptions)
+    geo: Geo = field(default_factory=Geo)
+    routing: Routing = field(default_factory=Routing)
+    timers: Timers = field(default_factory=Timers)
+    offline: Offline = field(default_factory=Offline)
+    categories: checked(list[checked(Category, "must be a mapping")], "must be a non-empty list",
+                       min_length=1) = \
+        field(default_factory=lambda: msgspec.convert(DEFAULT_CATEGORIES, list[Category]))
+    auth: Auth = field(default_factory=Auth)
+    limits: Limits = field(default_factory=Limits)
+    metrics: Metrics = field(default_factory=Metrics)
+    ws: Ws = field(default_factory=Ws)
+    timezone: checked(str, "must be a time zone name such as Asia/Shanghai") = "Asia/Shanghai"
+    evidence: Evidence = field(default_factory=Evidence)
+    ui: Ui = field(default_factory=Ui)
+    webhooks: checked(list[checked(Webhook, "must be a mapping with id, url and secret")],
+                      "must be a list of {id, url, secret, source?, region?}") = []
+    webhooks_options: WebhooksOptions = field(default_factory=WebhooksOptions)
+
+
+# The merged tree starts from these: the Structs' defaults, as plain values.
+DEFAULTS: dict[str, Any] = msgspec.to_builtins(Settings())
+
+# Keys that once existed: naming one says why it is gone instead of "unknown key".
+REMOVED: dict[tuple[str, str], str] = {
+    ("server", "event_loop"): "removed: the server runs on asyncio's event loop",
 }
 
 
-class ConfigError(Exception):
-    """A configuration problem; ``key`` is the dotted path of the offending key."""
+def config_schema() -> dict[str, Any]:
+    """The JSON Schema (2020-12) of the configuration file, generated from ``Settings``."""
+    schema: dict[str, Any] = msgspec.json.schema(Settings)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    props = schema["$defs"]["Settings"]["properties"]
+    for key, value in DEFAULTS.items():  # defaults built by a factory are not in the output
+        props[key].setdefault("default", value)
+    return schema
 
-    def __init__(self, key: str, problem: str) -> None:
-        super().__init__(f"{key}: {problem}")
-        self.key = key
-        self.problem = problem
 
+# ---------------------------------------------------------------------------------------------
+# The loaded configuration.
 
 @dataclass(frozen=True)
 class TokenSpec:
@@ -104,7 +303,7 @@ class TokenSpec:
 
 @dataclass
 class Config:
-    """The validated configuration; ``raw`` keeps the merged tree."""
+    """The validated configuration; ``raw`` keeps the merged tree, ``model`` the typed one."""
 
     raw: dict[str, Any]
     base_dir: Path
@@ -112,6 +311,11 @@ class Config:
 
     def __getitem__(self, key: str) -> Any:
         return self.raw[key]
+
+    @functools.cached_property
+    def model(self) -> Settings:
+        """The same tree as ``Settings`` (paths resolved)."""
+        return msgspec.convert(self.raw, Settings)
 
     @property
     def host(self) -> str:
@@ -166,24 +370,33 @@ def load_config(path: str | os.PathLike[str] | None = None,
             data = {}
         if not isinstance(data, dict):
             raise ConfigError("config", "the top level must be a mapping")
-        _merge(raw, data, "")
+        _merge(raw, data)
     _apply_env(raw, os.environ if env is None else env)
     for dotted, value in (overrides or {}).items():
         _set_path(raw, dotted, value)
-    _validate(raw)
+    validate(raw)
     _resolve_paths(raw, base)
     return Config(raw=raw, base_dir=base, path=source)
 
 
-def _merge(into: dict[str, Any], data: dict[str, Any], prefix: str) -> None:
+def validate(raw: dict[str, Any]) -> Settings:
+    """The merged tree as ``Settings``, or the first ``ConfigError``: removed keys, then the
+    Structs, then each rule of ``RULES``."""
+    for (section, key), why in REMOVED.items():
+        if isinstance(raw.get(section), dict) and key in raw[section]:
+            raise ConfigError(f"{section}.{key}", why)
+    model = convert(raw, Settings)
+    for rule in RULES:
+        rule(raw, model)
+    return model
+
+
+def _merge(into: dict[str, Any], data: dict[str, Any]) -> None:
+    """The file over the defaults: a section (a mapping) is merged key by key, anything else
+    replaced (a value of the wrong kind is named by the Structs)."""
     for key, value in data.items():
-        dotted = f"{prefix}{key}"
-        if key not in DEFAULTS and not prefix:
-            raise ConfigError(dotted, "unknown key")
-        if isinstance(into.get(key), dict) and key not in ("zones",):
-            if not isinstance(value, dict):
-                raise ConfigError(dotted, "must be a mapping")
-            _merge(into[key], value, dotted + ".")
+        if isinstance(into.get(key), dict) and isinstance(value, dict):
+            into[key] = {**into[key], **value}
         else:
             into[key] = value
 
@@ -214,217 +427,6 @@ def _set_path(raw: dict[str, Any], dotted: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
-def _need(cond: bool, key: str, problem: str) -> None:
-    if not cond:
-        raise ConfigError(key, problem)
-
-
-def _is_num(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool) and v == v and abs(v) != float(
-        "inf")
-
-
-def _positive(raw: dict[str, Any], section: str, key: str, integer: bool = False) -> None:
-    v = raw[section][key]
-    kind = "integer" if integer else "number"
-    ok = _is_num(v) and v > 0 and (not integer or isinstance(v, int))
-    _need(ok, f"{section}.{key}", f"must be a positive {kind}, got {v!r}")
-
-
-def _validate(raw: dict[str, Any]) -> None:
-    srv = raw["server"]
-    for key in srv:
-        _need(key in DEFAULTS["server"], f"server.{key}",
-              "removed: the server runs on asyncio's event loop" if key == "event_loop"
-              else "unknown key")
-    _need(isinstance(srv.get("host"), str) and srv["host"] != "", "server.host",
-          "must be a host name or address")
-    port = srv.get("port")
-    _need(isinstance(port, int) and not isinstance(port, bool) and 0 <= port <= 65535,
-          "server.port", f"must be an integer 0..65535, got {port!r}")
-    _need(isinstance(raw["store"], str) and raw["store"] != "", "store",
-          "must be a file path or a redis://, rediss:// or redis+sentinel:// URL")
-    sync = raw["store_options"].get("synchronous")
-    _need(sync in ("FULL", "NORMAL"), "store_options.synchronous", "must be FULL or NORMAL")
-    ato = raw["store_options"].get("append_timeout_s")
-    _need(_is_num(ato) and 0 < ato <= 600, "store_options.append_timeout_s",
-          "must be a number of seconds in (0, 600]")
-    for key in ("regions", "teams"):
-        _need(isinstance(raw["geo"].get(key), str), f"geo.{key}", "must be a file path")
-    _need(raw["geo"].get("zones") is None or isinstance(raw["geo"]["zones"], str), "geo.zones",
-          "must be a file path or null")
-    _positive(raw, "routing", "snap_m")
-    _positive(raw, "routing", "position_max_age_s")
-    _validate_timers(raw["timers"], "timers")
-    for zone_id, t in raw["timers"]["zones"].items():
-        _need(isinstance(t, dict), f"timers.zones.{zone_id}", "must be a mapping")
-        _validate_timers(t, f"timers.zones.{zone_id}", partial=True)
-    _need(_is_num(raw["offline"]["max_skew_s"]) and raw["offline"]["max_skew_s"] >= 0,
-          "offline.max_skew_s", "must be a number >= 0")
-    _validate_categories(raw["categories"])
-    _need(isinstance(raw["auth"].get("tokens"), list), "auth.tokens", "must be a list")
-    for i, t in enumerate(raw["auth"]["tokens"]):
-        config_token_spec(t, f"auth.tokens[{i}]")
-    for key in ("max_body_bytes", "max_json_depth", "rate_burst", "ws_max_message_bytes",
-                "auth_failures_burst"):
-        _positive(raw, "limits", key, integer=True)
-    _positive(raw, "limits", "rate_per_s")
-    _positive(raw, "limits", "auth_failures_per_min")
-    m = raw["metrics"]
-    _need(isinstance(m.get("public"), bool), "metrics.public", "must be true or false")
-    roles = m.get("roles")
-    _need(isinstance(roles, list) and all(r in ROLES for r in roles), "metrics.roles",
-          f"must be a list of roles ({', '.join(ROLES)}), got {roles!r}")
-    for key in ("queue_size", "replay_max"):
-        _positive(raw, "ws", key, integer=True)
-    _positive(raw, "ws", "heartbeat_s")
-    _positive(raw, "ws", "position_flush_s")
-    if raw["ws"].get("queue_bytes") is not None:  # else queue_size * 2048 (hub.queue_bytes)
-        _positive(raw, "ws", "queue_bytes", integer=True)
-    try:
-        zoneinfo.ZoneInfo(str(raw["timezone"]))
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        raise ConfigError("timezone", f"unknown time zone {raw['timezone']!r}") from None
-    _need(isinstance(raw["evidence"].get("store"), str) and raw["evidence"]["store"] != "",
-          "evidence.store", "must be a folder path")
-    _positive(raw, "evidence", "max_bytes", integer=True)
-    tiles = raw["ui"].get("tiles")
-    _need(tiles is None or (isinstance(tiles, dict) and isinstance(tiles.get("url"), str)),
-          "ui.tiles", "must be null or a mapping with a url")
-    _validate_webhooks(raw["webhooks"], raw["webhooks_options"])
-
-
-WEBHOOK_KEYS = ("id", "url", "secret", "source", "region")
-WEBHOOK_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
-
-
-def _validate_webhooks(hooks: Any, opts: dict[str, Any]) -> None:
-    """``webhooks`` (contract v2 §8) and ``webhooks_options``; a region's existence is checked
-    against the geo data at start-up (``server/webhooks.check_regions``)."""
-    _need(isinstance(hooks, list), "webhooks", "must be a list of {id, url, secret, source?, "
-          "region?}")
-    seen: set[str] = set()
-    for i, h in enumerate(hooks):
-        key = f"webhooks[{i}]"
-        _need(isinstance(h, dict), key, "must be a mapping with id, url and secret")
-        for name in h:
-            _need(name in WEBHOOK_KEYS, f"{key}.{name}",
-                  f"unknown key (known: {', '.join(WEBHOOK_KEYS)})")
-        hid = h.get("id")
-        _need(isinstance(hid, str) and 0 < len(hid) <= 64 and set(hid) <= WEBHOOK_ID_CHARS,
-              f"{key}.id", "must be 1-64 letters, digits, '.', '_' or '-'")
-        _need(hid not in seen, f"{key}.id", f"duplicate webhook {hid!r}")
-        seen.add(hid)
-        url = h.get("url")
-        parts = urlsplit(url) if isinstance(url, str) else None
-        _need(parts is not None and parts.scheme in ("http", "https") and bool(parts.hostname),
-              f"{key}.url", f"must be an http:// or https:// URL, got {url!r}")
-        _need(isinstance(h.get("secret"), str) and h["secret"] != "", f"{key}.secret",
-              "must be a non-empty string (the HMAC-SHA256 key)")
-        for name in ("source", "region"):
-            v = h.get(name)
-            _need(v is None or (isinstance(v, str) and v != ""), f"{key}.{name}",
-                  "must be a non-empty string, or left out for any")
-    for name in opts:
-        _need(name in DEFAULTS["webhooks_options"], f"webhooks_options.{name}", "unknown key")
-    first, most = opts.get("retry_initial_s"), opts.get("retry_max_s")
-    # contract v2 §8: retries back off from at most 1 s, doubling, to at most 60 s
-    _need(_is_num(first) and 0 < first <= 1, "webhooks_options.retry_initial_s",
-          f"must be a number of seconds in (0, 1], got {first!r}")
-    _need(_is_num(most) and first <= most <= 60, "webhooks_options.retry_max_s",
-          f"must be a number of seconds from retry_initial_s to 60, got {most!r}")
-    for name in ("timeout_s", "lease_s"):
-        v = opts.get(name)
-        _need(_is_num(v) and 0 < v <= 600, f"webhooks_options.{name}",
-              f"must be a number of seconds in (0, 600], got {v!r}")
-
-
-def _validate_timers(t: dict[str, Any], key: str, partial: bool = False) -> None:
-    known = {"respond_s", "depart_s", "arrive_s", "warn_fraction", "zones"}
-    for name, v in t.items():
-        _need(name in known, f"{key}.{name}", "unknown timer key")
-        if name == "zones":
-            _need(not partial and isinstance(v, dict), f"{key}.zones",
-                  "must be a mapping of zone id to timers")
-            continue
-        if name == "warn_fraction":
-            _need(_is_num(v) and 0 <= v < 1, f"{key}.{name}", f"must be in [0, 1), got {v!r}")
-        else:
-            _need(_is_num(v) and v > 0, f"{key}.{name}", f"must be a positive number, got {v!r}")
-
-
-def _validate_categories(cats: Any) -> None:
-    _need(isinstance(cats, list) and len(cats) > 0, "categories", "must be a non-empty list")
-    seen: set[str] = set()
-    for i, c in enumerate(cats):
-        key = f"categories[{i}]"
-        _need(isinstance(c, dict), key, "must be a mapping")
-        _need(isinstance(c.get("id"), str) and c["id"] != "", f"{key}.id", "must be a string")
-        _need(c["id"] not in seen, f"{key}.id", f"duplicate category {c['id']!r}")
-        seen.add(c["id"])
-        _need(isinstance(c.get("name", c["id"]), str), f"{key}.name", "must be a string")
-        pr = c.get("priority", 2)
-        _need(isinstance(pr, int) and not isinstance(pr, bool) and 1 <= pr <= 3,
-              f"{key}.priority", f"must be an integer 1..3, got {pr!r}")
-        timers = c.get("timers") or {}
-        _need(isinstance(timers, dict), f"{key}.timers", "must be a mapping")
-        _validate_timers(timers, f"{key}.timers", partial=True)
-
-
-def config_token_spec(t: Any, key: str) -> TokenSpec:
-    """One entry of ``auth.tokens`` (plain token or ``sha256:<hex>``), validated."""
-    _need(isinstance(t, dict), key, "must be a mapping with token and role")
-    tok = t.get("token")
-    _need(isinstance(tok, str) and len(tok) >= 8, f"{key}.token",
-          "must be a string of at least 8 characters (or sha256:<hex>)")
-    if tok.startswith("sha256:"):
-        digest = _hex_digest(tok[7:], f"{key}.token", "sha256: must be followed by 64 hex digits")
-    else:
-        digest = hash_token(tok)
-    return token_spec(t, key, digest)
-
-
-def token_spec(t: dict[str, Any], key: str, digest: str) -> TokenSpec:
-    """Role, scope and name of one token entry (config or token file), validated.
-
-    An operator or supervisor names its region (a string: the city's own id for city-wide),
-    a field token its unit; a key that is missing is an error, never "everything".
-    """
-    role = t.get("role")
-    _need(role in ROLES, f"{key}.role", f"must be one of {', '.join(ROLES)}, got {role!r}")
-    region, unit = t.get("region"), t.get("unit")
-    if role == "field":
-        _need(isinstance(unit, str) and unit != "", f"{key}.unit",
-              "a field token must name its unit")
-    elif role in ("operator", "supervisor"):
-        _need(isinstance(region, str) and region != "", f"{key}.region",
-              f"an {role} token must name its region" if role == "operator"
-              else f"a {role} token must name its region")
-    else:
-        _need(region is None or isinstance(region, str), f"{key}.region", "must be a string")
-        _need(unit is None or isinstance(unit, str), f"{key}.unit", "must be a string")
-    demo = t.get("demo", False)
-    _need(isinstance(demo, bool), f"{key}.demo", "must be true or false")
-    name = t.get("name")
-    _need(name is None or isinstance(name, str | int), f"{key}.name", "must be a string")
-    return TokenSpec(digest=digest, role=role, region=region, unit=unit,
-                     name=str(name or f"{role}:{region or unit or '*'}"), demo=demo)
-
-
-def _hex_digest(text: Any, key: str, problem: str) -> str:
-    digest = str(text).lower()
-    _need(isinstance(text, str) and len(digest) == 64
-          and all(ch in "0123456789abcdef" for ch in digest), key, problem)
-    return digest
-
-
-def token_file_entry(t: Any, key: str) -> TokenSpec:
-    """One entry of the token file (``{digest, role, region|unit, name}``), validated."""
-    _need(isinstance(t, dict), key, "must be a mapping with digest and role")
-    digest = _hex_digest(t.get("digest"), f"{key}.digest", "must be 64 hex digits")
-    return token_spec(t, key, digest)
-
-
 def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
     for key in ("regions", "zones", "teams"):
         if raw["geo"].get(key):
@@ -433,3 +435,101 @@ def _resolve_paths(raw: dict[str, Any], base: Path) -> None:
         raw["store"] = str((base / raw["store"]).resolve())
     raw["auth"]["token_file"] = str((base / raw["auth"]["token_file"]).resolve())
     raw["evidence"]["store"] = str((base / raw["evidence"]["store"]).resolve())
+
+
+# ---------------------------------------------------------------------------------------------
+# The rules a schema cannot say: each takes (raw, model) and raises ConfigError.
+
+def _finite_numbers(raw: dict[str, Any], model: Settings) -> None:
+    """No NaN or infinity anywhere (YAML has ``.nan`` and ``.inf``)."""
+    def walk(node: Any, path: list[str | int]) -> None:
+        if isinstance(node, float) and not math.isfinite(node):
+            raise problem_at(raw, Settings, path, "must be a finite number")
+        items = node.items() if isinstance(node, dict) else enumerate(node) \
+            if isinstance(node, list) else ()
+        for k, v in items:
+            walk(v, [*path, k])
+    walk(raw, [])
+
+
+def _unique_category_ids(raw: dict[str, Any], model: Settings) -> None:
+    seen: set[str] = set()
+    for i, c in enumerate(model.categories):
+        if c.id in seen:
+            raise ConfigError(f"categories[{i}].id", f"duplicate category {c.id!r}")
+        seen.add(c.id)
+
+
+def _config_tokens(raw: dict[str, Any], model: Settings) -> None:
+    for i, t in enumerate(model.auth.tokens):
+        _token_spec_of(t, f"auth.tokens[{i}]", _token_digest(t.token, f"auth.tokens[{i}].token"))
+
+
+def _known_timezone(raw: dict[str, Any], model: Settings) -> None:
+    try:
+        zoneinfo.ZoneInfo(model.timezone)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ConfigError("timezone", f"unknown time zone {model.timezone!r}") from None
+
+
+def _webhooks(raw: dict[str, Any], model: Settings) -> None:
+    """Unique ids, http(s) URLs with a host, and retry_max_s not under retry_initial_s."""
+    seen: set[str] = set()
+    for i, h in enumerate(model.webhooks):
+        if h.id in seen:
+            raise ConfigError(f"webhooks[{i}].id", f"duplicate webhook {h.id!r}")
+        seen.add(h.id)
+        parts = urlsplit(h.url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(f"webhooks[{i}].url",
+                              f"must be an http:// or https:// URL, got {h.url!r}")
+    o = model.webhooks_options
+    if o.retry_max_s < o.retry_initial_s:
+        raise ConfigError("webhooks_options.retry_max_s", "must be a number of seconds from "
+                          f"retry_initial_s to 60, got {o.retry_max_s!r}")
+
+
+RULES: tuple[Callable[[dict[str, Any], Settings], None], ...] = (
+    _finite_numbers, _unique_category_ids, _config_tokens, _known_timezone, _webhooks)
+
+
+# ---------------------------------------------------------------------------------------------
+# Tokens: configured entries and token-file entries share TokenScope and its rule.
+
+def config_token_spec(t: Any, key: str) -> TokenSpec:
+    """One entry of ``auth.tokens`` (plain token or ``sha256:<hex>``), validated."""
+    entry = convert(t, ConfigToken, key)
+    return _token_spec_of(entry, key, _token_digest(entry.token, f"{key}.token"))
+
+
+def token_file_entry(t: Any, key: str) -> TokenSpec:
+    """One entry of the token file (``{digest, role, region|unit, name}``), validated."""
+    entry = convert(t, FileToken, key)
+    return _token_spec_of(entry, key, entry.digest.lower())
+
+
+def token_spec(t: dict[str, Any], key: str, digest: str) -> TokenSpec:
+    """Role, scope and name of one token entry (config or token file), validated."""
+    return _token_spec_of(convert(t, TokenScope, key), key, digest)
+
+
+def _token_digest(token: str, key: str) -> str:
+    if not token.startswith("sha256:"):
+        return hash_token(token)
+    digest = token[7:].lower()
+    if len(digest) != 64 or any(ch not in "0123456789abcdef" for ch in digest):
+        raise ConfigError(key, "sha256: must be followed by 64 hex digits")
+    return digest
+
+
+def _token_spec_of(t: TokenScope, key: str, digest: str) -> TokenSpec:
+    """An operator or supervisor names its region (a string: the city's own id for
+    city-wide), a field token its unit; a key that is missing is an error, never
+    "everything"."""
+    if t.role == "field" and not t.unit:
+        raise ConfigError(f"{key}.unit", "a field token must name its unit")
+    if t.role in ("operator", "supervisor") and not t.region:
+        article = "an" if t.role == "operator" else "a"
+        raise ConfigError(f"{key}.region", f"{article} {t.role} token must name its region")
+    return TokenSpec(digest=digest, role=t.role, region=t.region, unit=t.unit,
+                     name=str(t.name or f"{t.role}:{t.region or t.unit or '*'}"), demo=t.demo)
