@@ -14,7 +14,7 @@ import copy
 import hashlib
 import os
 import zoneinfo
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,7 @@ import yaml
 from dispatch.store.redis_keys import REDIS_SCHEMES
 from geo import DEMO_DIR
 
-ROLES = ("operator", "field", "supervisor", "intake", "admin")
+ROLES = ("operator", "field", "supervisor", "intake", "department", "admin")
 CRS_NAMES = ("wgs84", "gcj02", "bd09")
 
 # The bureau's common categories (contract §7); the shipped config.yaml lists the same.
@@ -56,6 +56,8 @@ DEFAULTS: dict[str, Any] = {
                "zones": {}},
     "offline": {"max_skew_s": 30},
     "categories": DEFAULT_CATEGORIES,
+    # contract §8: the departments events may be transferred to (移送), [{id, name, webhook?}]
+    "departments": [],
     "auth": {"tokens": [], "token_file": "var/tokens.yaml"},
     # auth_failures_*: requests with a missing or bad token, per client address; past the
     # burst every token from that address answers 429 until the bucket refills.
@@ -90,6 +92,7 @@ class TokenSpec:
     unit: str | None
     name: str
     demo: bool = False
+    department: str | None = None  # a department token's department (contract §8)
 
 
 @dataclass
@@ -120,8 +123,18 @@ class Config:
         return zoneinfo.ZoneInfo(self.raw["timezone"])
 
     def tokens(self) -> list[TokenSpec]:
-        return [config_token_spec(t, f"auth.tokens[{i}]")
+        return [config_token_spec(t, f"auth.tokens[{i}]", departments=self.department_ids)
                 for i, t in enumerate(self.raw["auth"]["tokens"])]
+
+    @property
+    def departments(self) -> list[dict[str, Any]]:
+        """The departments events may be transferred to: ``{id, name, webhook}`` each."""
+        return [{"id": d["id"], "name": d.get("name") or d["id"], "webhook": d.get("webhook")}
+                for d in self.raw["departments"]]
+
+    @property
+    def department_ids(self) -> tuple[str, ...]:
+        return tuple(d["id"] for d in self.raw["departments"])
 
     @property
     def token_file(self) -> Path:
@@ -252,9 +265,10 @@ def _validate(raw: dict[str, Any]) -> None:
     _need(_is_num(raw["offline"]["max_skew_s"]) and raw["offline"]["max_skew_s"] >= 0,
           "offline.max_skew_s", "must be a number >= 0")
     _validate_categories(raw["categories"])
+    departments = _validate_departments(raw["departments"], raw.get("webhooks"))
     _need(isinstance(raw["auth"].get("tokens"), list), "auth.tokens", "must be a list")
     for i, t in enumerate(raw["auth"]["tokens"]):
-        config_token_spec(t, f"auth.tokens[{i}]")
+        config_token_spec(t, f"auth.tokens[{i}]", departments=departments)
     for key in ("max_body_bytes", "max_json_depth", "rate_burst", "ws_max_message_bytes",
                 "auth_failures_burst"):
         _positive(raw, "limits", key, integer=True)
@@ -312,8 +326,37 @@ def _validate_categories(cats: Any) -> None:
         _validate_timers(timers, f"{key}.timers", partial=True)
 
 
-def config_token_spec(t: Any, key: str) -> TokenSpec:
-    """One entry of ``auth.tokens`` (plain token or ``sha256:<hex>``), validated."""
+def _validate_departments(deps: Any, webhooks: Any) -> tuple[str, ...]:
+    """``departments`` (contract §8): unique ids, a name, and a ``webhook`` that names an
+    entry of ``webhooks`` when that section exists; the ids, in order."""
+    _need(isinstance(deps, list), "departments", "must be a list of {id, name, webhook?}")
+    hooks = None
+    if isinstance(webhooks, list):
+        hooks = {str(w.get("id")) for w in webhooks if isinstance(w, dict)}
+    seen: list[str] = []
+    for i, d in enumerate(deps):
+        key = f"departments[{i}]"
+        _need(isinstance(d, dict), key, "must be a mapping with id and name")
+        for name in d:
+            _need(name in ("id", "name", "webhook"), f"{key}.{name}", "unknown key")
+        _need(isinstance(d.get("id"), str) and d["id"].strip() != "" and len(d["id"]) <= 64,
+              f"{key}.id", "must be a non-empty string of at most 64 characters")
+        _need(d["id"] not in seen, f"{key}.id", f"duplicate department {d['id']!r}")
+        seen.append(d["id"])
+        _need(isinstance(d.get("name", d["id"]), str) and d.get("name", d["id"]) != "",
+              f"{key}.name", "must be a non-empty string")
+        hook = d.get("webhook")
+        _need(hook is None or isinstance(hook, str), f"{key}.webhook",
+              "must be the id of an entry of webhooks")
+        if hook is not None and hooks is not None:
+            _need(hook in hooks, f"{key}.webhook", f"names no entry of webhooks: {hook!r}")
+    return tuple(seen)
+
+
+def config_token_spec(t: Any, key: str, *,
+                      departments: Collection[str] | None = None) -> TokenSpec:
+    """One entry of ``auth.tokens`` (plain token or ``sha256:<hex>``), validated.
+    ``departments``: the configured ids a department token must name (None: not checked)."""
     _need(isinstance(t, dict), key, "must be a mapping with token and role")
     tok = t.get("token")
     _need(isinstance(tok, str) and len(tok) >= 8, f"{key}.token",
@@ -322,18 +365,30 @@ def config_token_spec(t: Any, key: str) -> TokenSpec:
         digest = _hex_digest(tok[7:], f"{key}.token", "sha256: must be followed by 64 hex digits")
     else:
         digest = hash_token(tok)
-    return token_spec(t, key, digest)
+    return token_spec(t, key, digest, departments=departments)
 
 
-def token_spec(t: dict[str, Any], key: str, digest: str) -> TokenSpec:
+def token_spec(t: dict[str, Any], key: str, digest: str, *,
+               departments: Collection[str] | None = None) -> TokenSpec:
     """Role, scope and name of one token entry (config or token file), validated.
 
     An operator or supervisor names its region (a string: the city's own id for city-wide),
-    a field token its unit; a key that is missing is an error, never "everything".
+    a field token its unit, a department token its department (one of ``departments`` when
+    given); a key that is missing is an error, never "everything".
     """
     role = t.get("role")
     _need(role in ROLES, f"{key}.role", f"must be one of {', '.join(ROLES)}, got {role!r}")
     region, unit = t.get("region"), t.get("unit")
+    department = t.get("department")
+    if role == "department":
+        _need(isinstance(department, str) and department != "", f"{key}.department",
+              "a department token must name its department")
+        _need(departments is None or department in departments, f"{key}.department",
+              f"unknown department {department!r} (not in departments)")
+        _need(region is None and unit is None, f"{key}.region" if region is not None
+              else f"{key}.unit", "a department token has no region or unit")
+    else:
+        _need(department is None, f"{key}.department", "only a department token names one")
     if role == "field":
         _need(isinstance(unit, str) and unit != "", f"{key}.unit",
               "a field token must name its unit")
@@ -349,7 +404,8 @@ def token_spec(t: dict[str, Any], key: str, digest: str) -> TokenSpec:
     name = t.get("name")
     _need(name is None or isinstance(name, str | int), f"{key}.name", "must be a string")
     return TokenSpec(digest=digest, role=role, region=region, unit=unit,
-                     name=str(name or f"{role}:{region or unit or '*'}"), demo=demo)
+                     name=str(name or f"{role}:{region or unit or department or '*'}"),
+                     demo=demo, department=department)
 
 
 def _hex_digest(text: Any, key: str, problem: str) -> str:
@@ -359,11 +415,13 @@ def _hex_digest(text: Any, key: str, problem: str) -> str:
     return digest
 
 
-def token_file_entry(t: Any, key: str) -> TokenSpec:
-    """One entry of the token file (``{digest, role, region|unit, name}``), validated."""
+def token_file_entry(t: Any, key: str, *,
+                     departments: Collection[str] | None = None) -> TokenSpec:
+    """One entry of the token file (``{digest, role, region|unit|department, name}``),
+    validated."""
     _need(isinstance(t, dict), key, "must be a mapping with digest and role")
     digest = _hex_digest(t.get("digest"), f"{key}.digest", "must be 64 hex digits")
-    return token_spec(t, key, digest)
+    return token_spec(t, key, digest, departments=departments)
 
 
 def _resolve_paths(raw: dict[str, Any], base: Path) -> None:

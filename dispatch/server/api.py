@@ -195,7 +195,8 @@ async def zones(request: web.Request) -> web.Response:
                                                  keep=scope.zone_feature_shown))
 
 
-def _stats_groups(request: web.Request) -> tuple[State, list[dict[str, Any]], str]:
+def _stats_groups(request: web.Request) -> tuple[State, list[dict[str, Any]], str,
+                                                 list[dict[str, Any]]]:
     state, p = request.app[STATE], principal_of(request)
     if not scope.may_read_stats(p):
         raise forbid(f"a {p.role} token may not read statistics")
@@ -224,18 +225,22 @@ def _stats_groups(request: web.Request) -> tuple[State, list[dict[str, Any]], st
     evs = (ev for ev in state.runtime.view.events()
            if scope.event_visible(p, ev)
            and (region is None or scope.event_in_region(ev, region)))
+    evs = list(evs)
     groups = stats.response_times(evs, group_by, state.clock.now(), state.tz, names,
                                   since=since, until=until)
-    return state, groups, group_by
+    # contract §8: transfers per department and their answer times, over the same events
+    transfers = stats.transfers(evs, {d["id"]: d["name"] for d in state.config.departments},
+                                since=since, until=until)
+    return state, groups, group_by, transfers
 
 
 async def response_times(request: web.Request) -> web.Response:
-    _, groups, _ = _stats_groups(request)
-    return json_response({"groups": groups})
+    _, groups, _, transfers = _stats_groups(request)
+    return json_response({"groups": groups, "transfers": transfers})
 
 
 async def export_stats(request: web.Request) -> web.Response:
-    _, groups, group_by = _stats_groups(request)
+    _, groups, group_by, _ = _stats_groups(request)
     fmt = request.query.get("format", "csv")
     if fmt == "csv":
         return web.Response(body=stats.to_csv(groups), content_type="text/csv", charset="utf-8",
@@ -256,7 +261,8 @@ async def me(request: web.Request) -> web.Response:
     team = ds.units[p.unit].team if p.unit and p.unit in ds.units else None
     region_name = ds.regions[p.region].name if p.region and p.region in ds.regions else None
     return json_response({"role": p.role, "region": p.region, "region_name": region_name,
-                          "unit": p.unit, "team": team, "name": p.name})
+                          "unit": p.unit, "team": team, "name": p.name,
+                          "department": p.department})
 
 
 async def ui(request: web.Request) -> web.Response:

@@ -211,7 +211,7 @@ class Hub:
             "event": self.rendering.event(state_of(rec)),
         }
         extra = rec.extra or {}
-        for key in ("stage", "from", "to", "recovered", "notify_tiers"):
+        for key in ("stage", "from", "to", "recovered", "notify_tiers", "department"):
             if key in extra:
                 msg[key] = extra[key]
         return msg

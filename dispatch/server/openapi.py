@@ -15,7 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
-from dispatch.core.lifecycle import ACTIONS, STAGES, STATUSES
+from dispatch.core.lifecycle import ACTIONS, STAGES, STATUSES, TRANSFER_ACTIONS
 from dispatch.server import schemas
 from dispatch.server.state import json_response
 
@@ -73,8 +73,13 @@ EVENT_PROPS: dict[str, Any] = {
     "next_deadline": nullable({"type": "object", "required": ["stage", "at"],
                                "properties": {"stage": STAGE, "at": TIME}}),
     "timer_state": {"type": "string", "enum": ["on_time", "warning", "breached", "escalated",
-                                               "closed"]},
+                                               "transferred", "closed"]},
     "escalations": {"type": "array", "items": {"type": "object"}},
+    "transfer": nullable({"type": "object", "required": [
+        "department", "at", "actor", "note", "answer", "answered_at"], "properties": {
+        "department": STR, "at": NTIME, "actor": NSTR, "note": NSTR,
+        "answer": {"enum": ["accepted", "returned", None]}, "answered_at": NTIME,
+        "answer_note": NSTR}}),
 }
 EVENT_REQUIRED = ["id", "status", "tier", "category", "location", "team", "unit", "mutual_aid",
                   "created_at", "deadlines", "breaches", "timer_state", "next_deadline",
@@ -122,14 +127,27 @@ SCHEMAS: dict[str, Any] = {
             "units": {"type": "array", "items": STR}}}}}},
     "FeatureCollection": {"type": "object", "required": ["type", "features"], "properties": {
         "type": {"const": "FeatureCollection"}, "features": {"type": "array"}}},
-    "Stats": {"type": "object", "required": ["groups"], "properties": {"groups": {
+    "Stats": {"type": "object", "required": ["groups", "transfers"], "properties": {"groups": {
         "type": "array", "items": {"type": "object", "required": [
             "key", "name", "count", "respond", "depart", "arrive"], "properties": {
             "key": STR, "name": STR, "count": {"type": "integer", "minimum": 0},
-            **{s: STAGE_STATS for s in STAGE["enum"]}}}}}},
+            **{s: STAGE_STATS for s in STAGE["enum"]}}}},
+        "transfers": {"type": "array", "items": ref("DepartmentTransfers")}}},
+    "DepartmentTransfers": {"type": "object", "required": [
+        "department", "name", "count", "accepted", "returned", "pending", "cancelled",
+        "answer"], "properties": {
+        "department": STR, "name": STR,
+        **{k: {"type": "integer", "minimum": 0}
+           for k in ("count", "accepted", "returned", "pending", "cancelled")},
+        "answer": {"type": "object", "required": ["p50_s", "p90_s", "max_s"],
+                   "properties": {"p50_s": NNUM, "p90_s": NNUM, "max_s": NNUM}}}},
+    "Departments": {"type": "object", "required": ["departments"], "properties": {
+        "departments": {"type": "array", "items": {
+            "type": "object", "required": ["id", "name"],
+            "properties": {"id": STR, "name": STR}}}}},
     "Me": {"type": "object", "required": ["role", "region", "unit", "name"], "properties": {
         "role": ROLE, "region": NSTR, "region_name": NSTR, "unit": NSTR, "team": NSTR,
-        "name": STR}},
+        "name": STR, "department": NSTR}},
     "UI": {"type": "object", "required": ["tiles", "center", "zoom", "timezone"],
            "properties": {"tiles": {"type": ["object", "null"]},
                           "center": {"type": "array", "items": {"type": "number"}},
@@ -184,12 +202,14 @@ def _body(name: str, required: bool = True) -> dict[str, Any]:
     return {"required": required, "content": _json(ref(name))}
 
 
-ACTION_NAMES = list(ACTIONS)
+# transfer, accept and return have their own paths and bodies (contract §8)
+ACTION_NAMES = [a for a in ACTIONS if a not in TRANSFER_ACTIONS]
 EVENT_ID = "$response.body#/id"
 LINKS = {
     "GetEvent": {"operationId": "getEvent", "parameters": {"id": EVENT_ID}},
     "EventUnits": {"operationId": "eventUnits", "parameters": {"id": EVENT_ID}},
     "ActOnEvent": {"operationId": "actOnEvent", "parameters": {"id": EVENT_ID}},
+    "TransferEvent": {"operationId": "transferEvent", "parameters": {"id": EVENT_ID}},
 }
 TIME_FILTERS = [_q("since", "ISO 8601 with offset"), _q("until", "ISO 8601 with offset")]
 HTML = {"text/html": {"schema": STR}}
@@ -206,6 +226,26 @@ def _intake() -> dict[str, Any]:
             "parameters": [{"name": "Idempotency-Key", "in": "header", "required": False,
                             "schema": {"type": "string", "minLength": 1, "maxLength": 128}}],
             "requestBody": _body("Intake"), "responses": {"200": again, "201": made, **out}}
+
+
+TRANSFER_DOCS = {
+    "transfer": ("transferEvent", "Transfer the event to another department (移送; an "
+                 "operator in scope): status transferred, clocks stopped, unit freed",
+                 "Transfer", True),
+    "accept": ("acceptTransfer", "The department the event is transferred to accepts it: "
+               "status handed_over (terminal)", "Accept", False),
+    "return": ("returnTransfer", "The department returns it with a note: dispatched again to "
+               "its team, unit picked anew, clocks from the return", "Return", True),
+}
+
+
+def _transfer_op(action: str) -> dict[str, Any]:
+    op_id, summary, body, required = TRANSFER_DOCS[action]
+    return {"operationId": op_id, "summary": summary, "parameters": [_p("id")],
+            "requestBody": _body(body, required=required),
+            "responses": responses(
+                {200: ("the event after it (unchanged on a replay)", _json(ref("Event")))},
+                tuple(sorted({*API, *BODY, 403, 404, 409, 503})))}
 
 
 PATHS: dict[str, dict[str, Any]] = {
@@ -232,6 +272,9 @@ PATHS: dict[str, dict[str, Any]] = {
         "responses": responses(
             {200: ("the event after the action (unchanged on a replay)", _json(ref("Event")))},
             tuple(sorted({*API, *BODY, 403, 404, 409, 503})))}},
+    **{f"/api/v1/events/{{id}}/{a}": {"post": _transfer_op(a)} for a in TRANSFER_ACTIONS},
+    "/api/v1/departments": {"get": api_get(
+        "departments", "The departments events may be transferred to", "Departments", (403,))},
     "/api/v1/categories": {"get": api_get("categories", "Event categories and their timers",
                                           "Categories")},
     "/api/v1/units/{id}/position": {"put": {
@@ -299,6 +342,9 @@ PATHS: dict[str, dict[str, Any]] = {
                        "responses": responses(PAGE_OK, ())}},
     "/supervisor": {"get": {"operationId": "supervisorPage", "summary": "Supervisor dashboard",
                             "security": [], "responses": responses(PAGE_OK, ())}},
+    "/department": {"get": {"operationId": "departmentPage", "summary": "A department's "
+                            "transfers (移送): accept or return", "security": [],
+                            "responses": responses(PAGE_OK, ())}},
 }
 
 DOCUMENT: dict[str, Any] = {

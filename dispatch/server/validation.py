@@ -27,7 +27,15 @@ from typing import Any, TypeVar
 import msgspec
 
 from dispatch.core.lifecycle import ACTIONS  # noqa: F401 - the edge's import; defined there
-from dispatch.server.schemas import Action, Intake, Location, Position
+from dispatch.server.schemas import (
+    Accept,
+    Action,
+    Intake,
+    Location,
+    Position,
+    Return,
+    Transfer,
+)
 from geo.coords import CoordinateError, to_wgs84, validate
 
 MAX_INT_DIGITS = 15
@@ -367,3 +375,15 @@ def position(data: Any, *, now: float | None = None,
     loc = point(req.lon, req.lat, req.crs, "")
     return {"lon": loc["lon"], "lat": loc["lat"], "accuracy_m": req.accuracy_m,
             "at": _client_time(req.at, "at", now, max_skew_s)}
+
+
+TRANSFER_BODIES: dict[str, type[msgspec.Struct]] = {
+    "transfer": Transfer, "accept": Accept, "return": Return}
+
+
+def transfer_body(action: str, data: Any) -> dict[str, Any]:
+    """The body of transfer ``{department, note}``, accept ``{note?}`` or return ``{note}``
+    (contract §8); a missing required field is a 422 naming it."""
+    body = require_object(data if data is not None else {})
+    req = _shape(body, TRANSFER_BODIES[action])
+    return {"note": req.note, "department": getattr(req, "department", None)}
