@@ -14,6 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
+from dispatch.core.lifecycle import TRANSFER_ACTIONS
 from dispatch.routing import pick_to_dict
 from dispatch.server import scope, stats, validation
 from dispatch.server.commands import check_reader, forbid
@@ -134,8 +135,18 @@ async def act_handler(request: web.Request) -> web.Response:
     event_id = request.match_info["id"]
     state.commands.actable_event(p, event_id)  # 403/404 before the body is read
     data = await read_json(request, state, optional=True)
-    ev = await state.commands.act(p, event_id, request.match_info["action"], data)
+    # /events/{id}/{action}, or one of the transfer routes (contract §8: their own paths)
+    action = request.match_info.get("action") or request.path.rsplit("/", 1)[-1]
+    ev = await state.commands.act(p, event_id, action, data)
     return json_response(state.render(ev))
+
+
+async def departments(request: web.Request) -> web.Response:
+    """Contract §8: the departments events may be transferred to (id and name only)."""
+    state, p = request.app[STATE], principal_of(request)
+    check_reader(p)
+    return json_response({"departments": [{"id": d["id"], "name": d["name"]}
+                                          for d in state.config.departments]})
 
 
 async def categories(request: web.Request) -> web.Response:
@@ -278,7 +289,10 @@ ROUTES: list[tuple[str, str, Any]] = [
     ("GET", f"{V1}/events", list_events),
     ("GET", f"{V1}/events/{{id}}", get_event_handler),
     ("GET", f"{V1}/events/{{id}}/units", event_units),
+    # contract §8 移送: before the generic route, which would take them with its body
+    *(("POST", f"{V1}/events/{{id}}/{a}", act_handler) for a in TRANSFER_ACTIONS),
     ("POST", f"{V1}/events/{{id}}/{{action}}", act_handler),
+    ("GET", f"{V1}/departments", departments),
     ("GET", f"{V1}/categories", categories),
     ("PUT", f"{V1}/units/{{id}}/position", put_position),
     ("GET", f"{V1}/units", list_units),

@@ -21,7 +21,7 @@ from aiohttp import web
 from dispatch.clock import Clock, SystemClock
 from dispatch.config import Config, ConfigError
 from dispatch.runtime import Runtime
-from dispatch.server import api, health, openapi, transfers, ws
+from dispatch.server import api, health, openapi, ws
 from dispatch.server.auth import TokenBook
 from dispatch.server.commands import Commands
 from dispatch.server.hub import Hub
@@ -152,7 +152,6 @@ def build_app(config: Config, clock: Clock | None = None, store: Store | None = 
             resp.headers.update(page_headers)
 
     app.on_response_prepare.append(on_response_prepare)
-    transfers.add_routes(app)  # before api's generic /events/{id}/{action}
     api.add_routes(app)
     health.add_routes(app)
     ws.add_routes(app)
