@@ -1,6 +1,6 @@
 """The commands (contract §3, §4, §8): create, the lifecycle actions (respond … reassign,
-transfer, accept, return) and position reports, the same for REST and WebSocket. Handlers parse the request, call one of
-these and render what it returns.
+transfer, accept, return) and position reports, the same for REST and WebSocket. Handlers
+parse the request, call one of these and render what it returns.
 
 Each command checks role and scope (``scope.py``) before it reads the body: a role that never
 does this answers 403 whatever the id; an id outside the caller's scope answers 404, the same

@@ -9,6 +9,7 @@ gets fresh clocks from the return; supervisors see the transfers per department.
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 from typing import Any
 
@@ -217,7 +218,7 @@ async def test_the_socket_shows_transfers_to_every_client_in_scope(dserver: Serv
     msg = await recv_until(env, lambda m: m["type"] != "unit.updated")
     assert (msg["action"], msg["event"]["id"]) == ("transferred", other["id"])
     # a department answers over the socket too
-    await market.send('{"type": "accept", "event": "%s", "id": 7}' % ev["id"])
+    await market.send(json.dumps({"type": "accept", "event": ev["id"], "id": 7}))
     ack = await recv_until(market, lambda m: m["type"] in ("ack", "error"))
     assert ack["type"] == "ack" and ack["event"]["status"] == "handed_over", ack
     msg = await recv_until(county, lambda m: m["type"] == "event.updated")
