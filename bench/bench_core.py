@@ -24,10 +24,10 @@ from typing import Any
 
 from bench import report
 from bench.report import cpu_model
+from dispatch.cli import GC_THRESHOLDS as GC_TUNED  # what `dispatch serve` sets
 from dispatch.core.deadlines import Deadline, DeadlineBook
 from dispatch.core.engine import Engine
 from dispatch.core.policy import Category, Policy, TimerWindows
-from dispatch.cli import GC_THRESHOLDS as GC_TUNED  # what `dispatch serve` sets
 from dispatch.core.routing import Routing, UnitPick
 from dispatch.store import replay
 from dispatch.store.sqlite import SqliteStore

@@ -81,10 +81,11 @@ def _print_banner(config: Config) -> None:
     lines = [f"dispatch: serving on {base}  (store: {config.store})"]
     demo = [t for t in config["auth"]["tokens"] if t.get("demo") and
             not str(t.get("token", "")).startswith("sha256:")]
-    page = {"operator": "ops", "field": "field", "supervisor": "supervisor", "admin": "ops"}
+    page = {"operator": "ops", "field": "field", "supervisor": "supervisor", "admin": "ops",
+            "department": "department"}
     for t in demo:
         target = page.get(t["role"])
-        scope = t.get("region") or t.get("unit") or "*"
+        scope = t.get("region") or t.get("unit") or t.get("department") or "*"
         if target:
             lines.append(f"  {t.get('name', t['role'])} ({t['role']} {scope}): "
                          f"{base}/{target}?token={t['token']}")
@@ -105,7 +106,15 @@ def cmd_token_create(args: argparse.Namespace) -> int:
     if args.role in ("operator", "supervisor") and not args.region:
         print(f"dispatch: a {args.role} token needs --region", file=sys.stderr)
         return 2
-    token = issue_token(config.token_file, args.role, args.region, args.unit, args.name)
+    if (args.role == "department") != bool(args.department):
+        print("dispatch: a department token needs --department (and only it takes one)",
+              file=sys.stderr)
+        return 2
+    try:
+        token = issue_token(config.token_file, args.role, args.region, args.unit, args.name,
+                            department=args.department, departments=config.department_ids)
+    except ConfigError as exc:
+        return _fail(exc)
     print(token)
     print(f"# stored as its SHA-256 in {config.token_file}; this is the only time it is shown",
           file=sys.stderr)
@@ -208,6 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = tc.add_mutually_exclusive_group()
     g.add_argument("--region")
     g.add_argument("--unit")
+    g.add_argument("--department", help="a department token's department id (contract §8)")
     tc.add_argument("--name")
     tc.add_argument("--config")
     tc.set_defaults(func=cmd_token_create)

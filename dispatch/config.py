@@ -27,7 +27,7 @@ import hashlib
 import math
 import os
 import zoneinfo
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -41,7 +41,7 @@ from dispatch.config_errors import ConfigError, checked, convert, problem_at
 from dispatch.store.redis_keys import REDIS_SCHEMES
 from geo import DEMO_DIR
 
-ROLES = ("operator", "field", "supervisor", "intake", "admin")
+ROLES = ("operator", "field", "supervisor", "intake", "department", "admin")
 
 # The bureau's common categories (contract §7); the shipped config.yaml lists the same.
 DEFAULT_CATEGORIES: list[dict[str, Any]] = [
@@ -134,6 +134,7 @@ class TokenScope(Struct, kw_only=True):
     role: checked(Role, f"must be one of {', '.join(ROLES)}", got=True)
     region: checked(str, "must be a string", got=True) | None = None
     unit: checked(str, "must be a string", got=True) | None = None
+    department: checked(str, "must be a string", got=True) | None = None  # contract §8
     name: checked(str | int, "must be a string") | None = None
     demo: Flag = False
 
@@ -153,6 +154,16 @@ class TokenFileEntry(TokenScope, kw_only=True):
 
 ConfigToken = checked(TokenEntry, "must be a mapping with token and role")
 FileToken = checked(TokenFileEntry, "must be a mapping with digest and role")
+
+
+class Department(Struct, kw_only=True, forbid_unknown_fields=True):
+    """A department events may be transferred to (移送, contract §8); ``webhook`` names an
+    entry of ``webhooks`` that then also receives every change of its transferred events."""
+
+    id: checked(str, "must be a non-empty string of at most 64 characters", min_length=1,
+                max_length=64, pattern=r"\S")
+    name: checked(str, "must be a non-empty string", min_length=1) | UnsetType = UNSET
+    webhook: checked(str, "must be the id of an entry of webhooks") | None = None
 
 
 class Auth(Struct, kw_only=True):
@@ -255,6 +266,8 @@ class Settings(Struct, kw_only=True, forbid_unknown_fields=True):
     categories: checked(list[checked(Category, "must be a mapping")], "must be a non-empty list",
                        min_length=1) = \
         field(default_factory=lambda: msgspec.convert(DEFAULT_CATEGORIES, list[Category]))
+    departments: checked(list[checked(Department, "must be a mapping with id and name")],
+                         "must be a list of {id, name, webhook?}") = []
     auth: Auth = field(default_factory=Auth)
     limits: Limits = field(default_factory=Limits)
     metrics: Metrics = field(default_factory=Metrics)
@@ -299,6 +312,7 @@ class TokenSpec:
     unit: str | None
     name: str
     demo: bool = False
+    department: str | None = None  # a department token's department (contract §8)
 
 
 @dataclass
@@ -334,8 +348,18 @@ class Config:
         return zoneinfo.ZoneInfo(self.raw["timezone"])
 
     def tokens(self) -> list[TokenSpec]:
-        return [config_token_spec(t, f"auth.tokens[{i}]")
+        return [config_token_spec(t, f"auth.tokens[{i}]", departments=self.department_ids)
                 for i, t in enumerate(self.raw["auth"]["tokens"])]
+
+    @property
+    def departments(self) -> list[dict[str, Any]]:
+        """The departments events may be transferred to: ``{id, name, webhook}`` each."""
+        return [{"id": d["id"], "name": d.get("name") or d["id"], "webhook": d.get("webhook")}
+                for d in self.raw["departments"]]
+
+    @property
+    def department_ids(self) -> tuple[str, ...]:
+        return tuple(d["id"] for d in self.raw["departments"])
 
     @property
     def token_file(self) -> Path:
@@ -460,9 +484,24 @@ def _unique_category_ids(raw: dict[str, Any], model: Settings) -> None:
         seen.add(c.id)
 
 
+def _departments(raw: dict[str, Any], model: Settings) -> None:
+    """Unique ids; a ``webhook`` names an entry of ``webhooks``."""
+    seen: set[str] = set()
+    hooks = {h.id for h in model.webhooks}
+    for i, d in enumerate(model.departments):
+        if d.id in seen:
+            raise ConfigError(f"departments[{i}].id", f"duplicate department {d.id!r}")
+        seen.add(d.id)
+        if d.webhook is not None and d.webhook not in hooks:
+            raise ConfigError(f"departments[{i}].webhook",
+                              f"names no entry of webhooks: {d.webhook!r}")
+
+
 def _config_tokens(raw: dict[str, Any], model: Settings) -> None:
+    departments = [d.id for d in model.departments]
     for i, t in enumerate(model.auth.tokens):
-        _token_spec_of(t, f"auth.tokens[{i}]", _token_digest(t.token, f"auth.tokens[{i}].token"))
+        _token_spec_of(t, f"auth.tokens[{i}]", _token_digest(t.token, f"auth.tokens[{i}].token"),
+                       departments)
 
 
 def _known_timezone(raw: dict[str, Any], model: Settings) -> None:
@@ -490,27 +529,33 @@ def _webhooks(raw: dict[str, Any], model: Settings) -> None:
 
 
 RULES: tuple[Callable[[dict[str, Any], Settings], None], ...] = (
-    _finite_numbers, _unique_category_ids, _config_tokens, _known_timezone, _webhooks)
+    _finite_numbers, _unique_category_ids, _webhooks, _departments, _config_tokens,
+    _known_timezone)
 
 
 # ---------------------------------------------------------------------------------------------
 # Tokens: configured entries and token-file entries share TokenScope and its rule.
 
-def config_token_spec(t: Any, key: str) -> TokenSpec:
-    """One entry of ``auth.tokens`` (plain token or ``sha256:<hex>``), validated."""
+def config_token_spec(t: Any, key: str, *,
+                      departments: Collection[str] | None = None) -> TokenSpec:
+    """One entry of ``auth.tokens`` (plain token or ``sha256:<hex>``), validated.
+    ``departments``: the configured ids a department token must name (None: not checked)."""
     entry = convert(t, ConfigToken, key)
-    return _token_spec_of(entry, key, _token_digest(entry.token, f"{key}.token"))
+    return _token_spec_of(entry, key, _token_digest(entry.token, f"{key}.token"), departments)
 
 
-def token_file_entry(t: Any, key: str) -> TokenSpec:
-    """One entry of the token file (``{digest, role, region|unit, name}``), validated."""
+def token_file_entry(t: Any, key: str, *,
+                     departments: Collection[str] | None = None) -> TokenSpec:
+    """One entry of the token file (``{digest, role, region|unit|department, name}``),
+    validated."""
     entry = convert(t, FileToken, key)
-    return _token_spec_of(entry, key, entry.digest.lower())
+    return _token_spec_of(entry, key, entry.digest.lower(), departments)
 
 
-def token_spec(t: dict[str, Any], key: str, digest: str) -> TokenSpec:
+def token_spec(t: dict[str, Any], key: str, digest: str, *,
+               departments: Collection[str] | None = None) -> TokenSpec:
     """Role, scope and name of one token entry (config or token file), validated."""
-    return _token_spec_of(convert(t, TokenScope, key), key, digest)
+    return _token_spec_of(convert(t, TokenScope, key), key, digest, departments)
 
 
 def _token_digest(token: str, key: str) -> str:
@@ -522,14 +567,27 @@ def _token_digest(token: str, key: str) -> str:
     return digest
 
 
-def _token_spec_of(t: TokenScope, key: str, digest: str) -> TokenSpec:
+def _token_spec_of(t: TokenScope, key: str, digest: str,
+                   departments: Collection[str] | None = None) -> TokenSpec:
     """An operator or supervisor names its region (a string: the city's own id for
-    city-wide), a field token its unit; a key that is missing is an error, never
-    "everything"."""
+    city-wide), a field token its unit, a department token its department (one of
+    ``departments`` when given); a key that is missing is an error, never "everything"."""
+    if t.role == "department":
+        if not t.department:
+            raise ConfigError(f"{key}.department", "a department token must name its department")
+        if departments is not None and t.department not in departments:
+            raise ConfigError(f"{key}.department",
+                              f"unknown department {t.department!r} (not in departments)")
+        if t.region is not None or t.unit is not None:
+            raise ConfigError(f"{key}.region" if t.region is not None else f"{key}.unit",
+                              "a department token has no region or unit")
+    elif t.department is not None:
+        raise ConfigError(f"{key}.department", "only a department token names one")
     if t.role == "field" and not t.unit:
         raise ConfigError(f"{key}.unit", "a field token must name its unit")
     if t.role in ("operator", "supervisor") and not t.region:
         article = "an" if t.role == "operator" else "a"
         raise ConfigError(f"{key}.region", f"{article} {t.role} token must name its region")
     return TokenSpec(digest=digest, role=t.role, region=t.region, unit=t.unit,
-                     name=str(t.name or f"{t.role}:{t.region or t.unit or '*'}"), demo=t.demo)
+                     name=str(t.name or f"{t.role}:{t.region or t.unit or t.department or '*'}"),
+                     demo=t.demo, department=t.department)

@@ -116,7 +116,8 @@ def test_schema_and_loader_refuse_the_same_shapes(tmp_path, text):
     ("auth: {tokens: [7]}\n", "auth.tokens[0]: must be a mapping with token and role"),
     ("auth: {token_file: 7}\n", "auth.token_file: must be a file path"),
     ("metrics: {roles: [admin, janitor]}\n",
-     "metrics.roles: must be a list of roles (operator, field, supervisor, intake, admin), "
+     "metrics.roles: must be a list of roles (operator, field, supervisor, intake, department, "
+     "admin), "
      "got ['admin', 'janitor']"),
     ("ui: {tiles: {attribution: no url}}\n",
      "ui.tiles.url: must be a string (the tile URL template)"),

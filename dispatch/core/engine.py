@@ -30,7 +30,7 @@ import orjson
 from dispatch.core import lifecycle as lc
 from dispatch.core.deadlines import Deadline, DeadlineBook
 from dispatch.core.errors import IllegalTransitionError, InvalidActionError, NotFoundError
-from dispatch.core.lifecycle import OPEN_STATUSES, STAGE_DONE, STAGES
+from dispatch.core.lifecycle import CLOCKED_STATUSES, OPEN_STATUSES, STAGE_DONE, STAGES
 from dispatch.core.policy import Policy, TimerWindows
 from dispatch.core.records import APPEND_ONLY, Record, fold
 from dispatch.core.routing import RoutingPort
@@ -68,10 +68,11 @@ def _deadline(fields: tuple[str, str, float]) -> Deadline:
 def live_deadlines(ev: Mapping[str, Any]) -> Deadlines:
     """The warnings and breaches still to come for ``ev``, earliest stage first.
 
-    1/3/15: an open, dispatched event has a warning and a breach per stage not yet done; a
-    fired one is gone, and a stage's warning goes with its breach (it would say nothing new).
+    1/3/15: a dispatched event on the clock has a warning and a breach per stage not yet
+    done; a fired one is gone, and a stage's warning goes with its breach (it would say
+    nothing new). A transferred event is off the clock (contract §8): none.
     """
-    if ev["status"] not in OPEN_STATUSES or ev.get("dispatched_at") is None:
+    if ev["status"] not in CLOCKED_STATUSES or ev.get("dispatched_at") is None:
         return NO_DEADLINES
     fired = ev["fired"]
     out: list[Deadline] = []
@@ -157,7 +158,7 @@ class EventTable:
             del self._busy[old["unit"]]
         if ev["status"] in OPEN_STATUSES:
             self._open[eid] = None
-            if ev.get("unit"):
+            if ev.get("unit") and ev["status"] in CLOCKED_STATUSES:
                 self._busy[ev["unit"]] = eid
         else:
             self._open.pop(eid, None)
@@ -258,21 +259,30 @@ class Engine(EventTable):
 
     def act(self, event_id: str, action: str, actor: str, now: float, at: float | None = None,
             unit: str | None = None, team: str | None = None,
-            note: str | None = None) -> Outcome:
+            note: str | None = None, department: str | None = None) -> Outcome:
         """Carry out one lifecycle action (respond/depart/arrive/resolve/cancel/escalate/
-        reassign). Illegal → ``IllegalTransitionError`` and nothing changes; an action that
-        already happened → ``Outcome(noop=True)`` with the current state."""
+        reassign, and transfer/accept/return: contract §8). Illegal →
+        ``IllegalTransitionError`` and nothing changes; an action that already happened →
+        ``Outcome(noop=True)`` with the current state. ``department``: transfer's target."""
         ev = self.get(event_id)
         if action not in lc.ACTIONS:
             raise InvalidActionError(f"unknown action {action!r}", "action")
-        if lc.is_replay(ev, action):
+        if lc.is_replay(ev, action, department):
             return Outcome(ev, [], noop=True)
         status = lc.next_status(ev["status"], action)
+        if action == "transfer" and not department:
+            raise InvalidActionError("transfer needs a department", "department")
+        if action == "return" and not note:
+            raise InvalidActionError("a return needs a note saying why", "note")
         t = self._check_at(ev, now, at)
         new = _copy(ev)
         new["status"] = status
         extra: dict[str, Any] | None = None
-        if action in STAGE_DONE or action in ("resolve", "cancel"):
+        entry: dict[str, Any] = {}
+        if action in lc.TRANSFER_ACTIONS:
+            extra = self._transfer_step(new, action, t, actor, note, department)
+            entry = {"department": extra["department"]}
+        elif action in STAGE_DONE or action in ("resolve", "cancel"):
             new[lc.STEP_FIELD[action]] = t
             extra = self._complete(new, action, t)
         elif action == "escalate":
@@ -284,7 +294,7 @@ class Engine(EventTable):
             if not self._reassign(new, now, actor, unit, team):
                 return Outcome(ev, [], noop=True)
         new["timeline"].append(
-            _entry(t, now, lc.PAST[action], actor, ev["status"], status, note))
+            {**_entry(t, now, lc.PAST[action], actor, ev["status"], status, note), **entry})
         rec = self._record(new, ev, lc.PAST[action], actor, t, now, note, extra)
         return self._outcome(new, [rec])
 
@@ -503,6 +513,37 @@ class Engine(EventTable):
             raise InvalidActionError(f"unknown team {team!r}", "team")
         self._dispatch(ev, team, level, now, actor, unit)
         return True
+
+    def _transfer_step(self, ev: dict[str, Any], action: str, t: float, actor: str,
+                       note: str | None, department: str | None) -> dict[str, Any]:
+        """Contract §8 移送 on ``ev`` (its status already set); the record's ``extra``.
+
+        transfer: the clocks stop (``live_deadlines`` has none off the clock; deadlines and
+        stage times stay for the history and the statistics), the unit is freed, and
+        ``transfer`` describes it; ``transferred_to`` lists every department it ever went to
+        (each keeps reading it). accept: the answer. return: the answer, then a fresh
+        dispatch to the event's team (the routed one, or the one it was reassigned to):
+        unit picked anew, clocks from now, tier back to that team's level.
+        """
+        if action == "transfer":
+            assert department is not None
+            ev["unit"], ev["mutual_aid"] = None, False
+            ev["transfer"] = {"department": department, "at": t, "actor": actor, "note": note,
+                              "answer": None, "answered_at": None, "answer_note": None}
+            seen = list(ev.get("transferred_to") or [])
+            if department not in seen:
+                ev["transferred_to"] = [*seen, department]
+            return {"department": department}
+        held = dict(ev["transfer"])
+        ev["transfer"] = {**held, "answer": lc.ANSWER_OF[action], "answered_at": t,
+                          "answer_note": note}
+        if action == "return":
+            team = ev.get("team")
+            level = self.routing.team_level(team) if team else None
+            if team is None or level is None:  # not reachable: transfer needs a team
+                raise InvalidActionError(f"the event's team {team!r} is unknown", "team")
+            self._dispatch(ev, team, level, t, actor)
+        return {"department": held.get("department"), "answer_s": t - float(held["at"])}
 
     def _complete(self, ev: dict[str, Any], action: str, t: float) -> dict[str, Any] | None:
         stage = lc.STAGE_OF.get(action)

@@ -5,6 +5,15 @@ illegal and raises ``IllegalTransitionError`` before anything changes. ``is_repl
 when an action already happened (a phone retrying late): the engine then answers with the
 current state and writes nothing. ``GUARDS`` documents the extra conditions the engine checks
 beside the table (they are data too, so the diagram can print them).
+
+Transfer to another department (contract §8, 移送): an operator transfers an event that has
+a team (dispatched … arrived) to a department; while ``transferred`` its clocks are stopped
+and the department either accepts it (``handed_over``, terminal) or returns it (a fresh
+dispatch to the event's team). Meanwhile only an operator's ``cancel`` applies. A ``new``
+event cannot be transferred: a return must dispatch it to a team, and it has none (an
+operator gives it one by reassigning first). ``transferred`` is open (shown live, in
+snapshots, until the department answers) but not clocked (``CLOCKED_STATUSES``: the statuses
+whose 1/3/15 timers run, so whose deadlines are live and whose countdown is shown).
 """
 
 from __future__ import annotations
@@ -16,21 +25,34 @@ from dispatch.core.errors import IllegalTransitionError
 
 # Status and stage names are defined here and nowhere else (issue 12): import them.
 # Every status, in lifecycle order.
-STATUSES = ("new", "dispatched", "responded", "departed", "arrived", "resolved", "cancelled")
-OPEN_STATUSES = frozenset(("new", "dispatched", "responded", "departed", "arrived"))
-TERMINAL_STATUSES = frozenset(("resolved", "cancelled"))
+STATUSES = ("new", "dispatched", "responded", "departed", "arrived", "transferred", "resolved",
+            "cancelled", "handed_over")
+# Not yet closed: shown on the live map and in snapshots, kept in the open set.
+OPEN_STATUSES = frozenset(("new", "dispatched", "responded", "departed", "arrived",
+                           "transferred"))
+# Open and on the clock: the 1/3/15 timers run (live deadlines, countdowns, busy unit).
+CLOCKED_STATUSES = OPEN_STATUSES - {"transferred"}
+TERMINAL_STATUSES = frozenset(("resolved", "cancelled", "handed_over"))
 # The timer stages in order (contract §5: 1/3/15), and the event field that marks each done.
 STAGES = ("respond", "depart", "arrive")
 STAGE_DONE = {"respond": "responded_at", "depart": "departed_at", "arrive": "arrived_at"}
-ACTIONS = ("respond", "depart", "arrive", "resolve", "cancel", "escalate", "reassign")
+ACTIONS = ("respond", "depart", "arrive", "resolve", "cancel", "escalate", "reassign",
+           "transfer", "accept", "return")
+# Transfer to another department (contract §8): the operator's transfer and the department's
+# two answers; each has its own body and endpoint (the other actions share one).
+TRANSFER_ACTIONS = ("transfer", "accept", "return")
+ANSWERS = ("accept", "return")  # what the department answers (its token only)
 TIERS = ("township", "county", "city")
 
 # Record actions are past tense (house style: actions are verbs, records past tense).
 PAST = {
     "create": "created", "respond": "responded", "depart": "departed", "arrive": "arrived",
     "resolve": "resolved", "cancel": "cancelled", "escalate": "escalated",
-    "reassign": "reassigned", "attach": "attached",
+    "reassign": "reassigned", "attach": "attached", "transfer": "transferred",
+    "accept": "accepted", "return": "returned",
 }
+# transfer.answer after each answer
+ANSWER_OF = {"accept": "accepted", "return": "returned"}
 
 # The field that holds when each progress action happened ("1/3/15" stages + resolve).
 STEP_FIELD = {
@@ -62,6 +84,16 @@ TRANSITIONS: dict[tuple[str, str], str] = {
     ("arrived", "escalate"): "arrived",
     ("arrived", "reassign"): "dispatched",
     ("arrived", "cancel"): "cancelled",
+    # contract §8 移送: any stage with a team may go to another department; the clocks stop.
+    ("dispatched", "transfer"): "transferred",
+    ("responded", "transfer"): "transferred",
+    ("departed", "transfer"): "transferred",
+    ("arrived", "transfer"): "transferred",
+    # the department accepts (terminal) or returns it: a fresh dispatch to its team; an
+    # operator may still cancel; nothing else applies while transferred.
+    ("transferred", "accept"): "handed_over",
+    ("transferred", "return"): "dispatched",
+    ("transferred", "cancel"): "cancelled",
 }
 
 # Evidence (contract §8, 电子证据): attaching a file is not a transition, the status stays.
@@ -80,6 +112,9 @@ GUARDS: dict[str, str] = {
     "depart": "at within skew of now and not before the previous step",
     "arrive": "at within skew of now and not before the previous step",
     "resolve": "at within skew of now and not before the previous step",
+    "transfer": "a configured department; an operator in scope (or admin)",
+    "accept": "by the token of the department it is transferred to",
+    "return": "a note saying why; by that department's token; unit picked anew, fresh clocks",
 }
 
 
@@ -92,16 +127,27 @@ def next_status(status: str, action: str) -> str:
             f"cannot {action} an event that is {status}", current_status=status) from None
 
 
-def is_replay(event: Mapping[str, Any], action: str) -> bool:
+def is_replay(event: Mapping[str, Any], action: str, department: str | None = None) -> bool:
     """True when ``action`` already happened to ``event`` (idempotent retry → no-op).
 
     respond/depart/arrive/resolve: their time field is set (a reassign clears the stage
     times, so after a reassign they are real actions again for the new dispatch); cancel:
     the event is cancelled. escalate and reassign are commands, never replays (the engine
-    treats a reassign to the unit already assigned as a no-op on its own).
+    treats a reassign to the unit already assigned as a no-op on its own). transfer: the
+    event is transferred to ``department`` already; accept/return: the current transfer
+    was answered so (a department retrying late).
     """
     if action == "cancel":
         return event.get("status") == "cancelled"
+    if action in TRANSFER_ACTIONS:
+        transfer = event.get("transfer")
+        if not isinstance(transfer, Mapping):
+            return False
+        if action == "transfer":
+            return (event.get("status") == "transferred"
+                    and transfer.get("department") == department)
+        return (event.get("status") != "transferred"
+                and transfer.get("answer") == ANSWER_OF[action])
     field = STEP_FIELD.get(action)
     return field is not None and event.get(field) is not None
 

@@ -14,33 +14,13 @@ from typing import Any
 
 from aiohttp import web
 
+from dispatch.core.lifecycle import TRANSFER_ACTIONS
 from dispatch.routing import pick_to_dict
 from dispatch.server import scope, stats, validation
 from dispatch.server.commands import check_reader, forbid
 from dispatch.server.render import iso, unit_json
-from dispatch.server.state import STATE, State, json_response, principal_of
+from dispatch.server.state import STATE, V1, State, json_response, principal_of, read_json
 from dispatch.server.validation import ApiError
-
-V1 = "/api/v1"
-
-
-async def read_json(request: web.Request, state: State, optional: bool = False) -> Any:
-    """The request body as JSON, or a 4xx naming what is wrong with it."""
-    if optional and not request.body_exists:
-        return None
-    if request.content_type != "application/json":
-        raise ApiError(415, "unsupported_media_type", "Content-Type must be application/json",
-                       "Content-Type")
-    limit = int(state.config["limits"]["max_body_bytes"])
-    if request.content_length is not None and request.content_length > limit:
-        raise ApiError(413, "body_too_large", f"body is larger than {limit} bytes")
-    try:
-        body = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        raise ApiError(413, "body_too_large", f"body is larger than {limit} bytes") from None
-    if optional and not body.strip():
-        return None
-    return validation.parse_json(body, int(state.config["limits"]["max_json_depth"]))
 
 
 # -- handlers -------------------------------------------------------------------------------
@@ -134,8 +114,18 @@ async def act_handler(request: web.Request) -> web.Response:
     event_id = request.match_info["id"]
     state.commands.actable_event(p, event_id)  # 403/404 before the body is read
     data = await read_json(request, state, optional=True)
-    ev = await state.commands.act(p, event_id, request.match_info["action"], data)
+    # /events/{id}/{action}, or one of the transfer routes (contract §8: their own paths)
+    action = request.match_info.get("action") or request.path.rsplit("/", 1)[-1]
+    ev = await state.commands.act(p, event_id, action, data)
     return json_response(state.render(ev))
+
+
+async def departments(request: web.Request) -> web.Response:
+    """Contract §8: the departments events may be transferred to (id and name only)."""
+    state, p = request.app[STATE], principal_of(request)
+    check_reader(p)
+    return json_response({"departments": [{"id": d["id"], "name": d["name"]}
+                                          for d in state.config.departments]})
 
 
 async def categories(request: web.Request) -> web.Response:
@@ -195,7 +185,8 @@ async def zones(request: web.Request) -> web.Response:
                                                  keep=scope.zone_feature_shown))
 
 
-def _stats_groups(request: web.Request) -> tuple[State, list[dict[str, Any]], str]:
+def _stats_groups(request: web.Request) -> tuple[State, list[dict[str, Any]], str,
+                                                 list[dict[str, Any]]]:
     state, p = request.app[STATE], principal_of(request)
     if not scope.may_read_stats(p):
         raise forbid(f"a {p.role} token may not read statistics")
@@ -224,18 +215,22 @@ def _stats_groups(request: web.Request) -> tuple[State, list[dict[str, Any]], st
     evs = (ev for ev in state.runtime.view.events()
            if scope.event_visible(p, ev)
            and (region is None or scope.event_in_region(ev, region)))
+    evs = list(evs)
     groups = stats.response_times(evs, group_by, state.clock.now(), state.tz, names,
                                   since=since, until=until)
-    return state, groups, group_by
+    # contract §8: transfers per department and their answer times, over the same events
+    transfers = stats.transfers(evs, {d["id"]: d["name"] for d in state.config.departments},
+                                since=since, until=until)
+    return state, groups, group_by, transfers
 
 
 async def response_times(request: web.Request) -> web.Response:
-    _, groups, _ = _stats_groups(request)
-    return json_response({"groups": groups})
+    _, groups, _, transfers = _stats_groups(request)
+    return json_response({"groups": groups, "transfers": transfers})
 
 
 async def export_stats(request: web.Request) -> web.Response:
-    _, groups, group_by = _stats_groups(request)
+    _, groups, group_by, _ = _stats_groups(request)
     fmt = request.query.get("format", "csv")
     if fmt == "csv":
         return web.Response(body=stats.to_csv(groups), content_type="text/csv", charset="utf-8",
@@ -256,7 +251,8 @@ async def me(request: web.Request) -> web.Response:
     team = ds.units[p.unit].team if p.unit and p.unit in ds.units else None
     region_name = ds.regions[p.region].name if p.region and p.region in ds.regions else None
     return json_response({"role": p.role, "region": p.region, "region_name": region_name,
-                          "unit": p.unit, "team": team, "name": p.name})
+                          "unit": p.unit, "team": team, "name": p.name,
+                          "department": p.department})
 
 
 async def ui(request: web.Request) -> web.Response:
@@ -272,7 +268,10 @@ ROUTES: list[tuple[str, str, Any]] = [
     ("GET", f"{V1}/events", list_events),
     ("GET", f"{V1}/events/{{id}}", get_event_handler),
     ("GET", f"{V1}/events/{{id}}/units", event_units),
+    # contract §8 移送: before the generic route, which would take them with its body
+    *(("POST", f"{V1}/events/{{id}}/{a}", act_handler) for a in TRANSFER_ACTIONS),
     ("POST", f"{V1}/events/{{id}}/{{action}}", act_handler),
+    ("GET", f"{V1}/departments", departments),
     ("GET", f"{V1}/categories", categories),
     ("PUT", f"{V1}/units/{{id}}/position", put_position),
     ("GET", f"{V1}/units", list_units),

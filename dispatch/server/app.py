@@ -202,7 +202,7 @@ def _add_pages(app: web.Application) -> None:
         raise web.HTTPFound("/ops")
 
     app.router.add_get("/", root)
-    for name in ("ops", "field", "supervisor"):
+    for name in ("ops", "field", "supervisor", "department"):
         app.router.add_get(f"/{name}", page)
     if STATIC_DIR.exists():
         app.router.add_static("/static/", STATIC_DIR, append_version=False)

@@ -54,8 +54,11 @@ class TokenBook:
         self._monotonic = monotonic
         self._checked: float | None = None
         self._extra: dict[str, TokenSpec] = {}
-        self._config_file = _Watched(config.path, _config_file_tokens)
-        self._token_file = _Watched(config.token_file, read_token_file_entries)
+        deps = config.department_ids  # a department token must name one (contract §8)
+        self._config_file = _Watched(config.path,
+                                     lambda path: _config_file_tokens(path, deps))
+        self._token_file = _Watched(config.token_file,
+                                    lambda path: read_token_file_entries(path, deps))
         if config.path is None:  # built-in defaults only: nothing to re-read
             self._config_file.specs = {t.digest: t for t in config.tokens()}
         self._tokens: dict[str, TokenSpec] = {}
@@ -78,7 +81,7 @@ class TokenBook:
         if spec is None or not hmac.compare_digest(spec.digest, digest):
             return None
         return Principal(role=spec.role, region=spec.region, unit=spec.unit, name=spec.name,
-                         digest=digest)
+                         digest=digest, department=spec.department)
 
     def active(self, digest: str) -> bool:
         """Whether the token with this digest still works (interfaces §5)."""
@@ -148,8 +151,10 @@ class _Watched:
         return True
 
 
-def _config_file_tokens(path: Path) -> tuple[dict[str, TokenSpec], set[str]]:
-    """``auth.tokens`` of the config file, each entry validated on its own."""
+def _config_file_tokens(path: Path, departments: tuple[str, ...] | None = None
+                        ) -> tuple[dict[str, TokenSpec], set[str]]:
+    """``auth.tokens`` of the config file, each entry validated on its own (a department
+    token against the ``departments`` the server runs with)."""
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
@@ -161,7 +166,8 @@ def _config_file_tokens(path: Path) -> tuple[dict[str, TokenSpec], set[str]]:
     if not isinstance(entries, list):
         log.error("%s: auth.tokens: must be a list; its tokens are refused", path)
         return {}, set()
-    return _specs(path, entries, "auth.tokens", config_token_spec), set()
+    return _specs(path, entries, "auth.tokens",
+                  lambda t, key: config_token_spec(t, key, departments=departments)), set()
 
 
 def _specs(path: Path, entries: list[Any], prefix: str,
@@ -179,8 +185,10 @@ def _specs(path: Path, entries: list[Any], prefix: str,
     return out
 
 
-def read_token_file_entries(path: Path) -> tuple[dict[str, TokenSpec], set[str]]:
-    """(valid tokens by digest, revoked digests) of a token file.
+def read_token_file_entries(path: Path, departments: tuple[str, ...] | None = None
+                            ) -> tuple[dict[str, TokenSpec], set[str]]:
+    """(valid tokens by digest, revoked digests) of a token file (a department token must
+    name one of ``departments`` when given).
 
     An entry carrying ``revoked`` revokes its digest everywhere, configured tokens included.
     """
@@ -195,20 +203,26 @@ def read_token_file_entries(path: Path) -> tuple[dict[str, TokenSpec], set[str]]
         return {}, set()
     revoked = {str(e["digest"]).lower() for e in data
                if isinstance(e, dict) and e.get("revoked") and isinstance(e.get("digest"), str)}
-    return _specs(path, data, "tokens", token_file_entry), revoked
+    return _specs(path, data, "tokens",
+                  lambda t, key: token_file_entry(t, key, departments=departments)), revoked
 
 
 def issue_token(path: Path, role: str, region: str | None, unit: str | None,
-                name: str | None = None) -> str:
+                name: str | None = None, department: str | None = None,
+                departments: tuple[str, ...] | None = None) -> str:
     """Create a random token, append its digest to the token file, return the token once.
 
     The file is created with mode 0600, and an existing file is brought to 0600: it holds
-    no tokens, but its digests and names are nobody else's business.
+    no tokens, but its digests and names are nobody else's business. ``ConfigError`` (naming
+    the key) for an entry the server would skip, e.g. a department not in ``departments``.
     """
     token = secrets.token_urlsafe(24)
-    entry = {"digest": hash_token(token), "role": role, "region": region, "unit": unit,
-             "name": name or f"{role}:{region or unit or '*'}"}
-    token_file_entry(entry, "new token")  # the server would skip an entry it cannot use
+    entry: dict[str, Any] = {"digest": hash_token(token), "role": role, "region": region,
+                             "unit": unit,
+                             "name": name or f"{role}:{region or unit or department or '*'}"}
+    if department is not None:
+        entry["department"] = department
+    token_file_entry(entry, "new token", departments=departments)
     with _locked(path):
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, TOKEN_FILE_MODE)
         with os.fdopen(fd, "a", encoding="utf-8") as fh:

@@ -1,6 +1,6 @@
-"""The commands (contract §3, §4): create, the lifecycle actions (respond … reassign) and
-position reports, the same for REST and WebSocket. Handlers parse the request, call one of
-these and render what it returns.
+"""The commands (contract §3, §4, §8): create, the lifecycle actions (respond … reassign,
+transfer, accept, return) and position reports, the same for REST and WebSocket. Handlers
+parse the request, call one of these and render what it returns.
 
 Each command checks role and scope (``scope.py``) before it reads the body: a role that never
 does this answers 403 whatever the id; an id outside the caller's scope answers 404, the same
@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from dispatch.clock import Clock
 from dispatch.core.errors import NotFoundError
+from dispatch.core.lifecycle import TRANSFER_ACTIONS
 from dispatch.evidence import TYPES, EvidenceStore, TooLargeError, check_type
 from dispatch.server import scope, validation
 from dispatch.server.render import unit_json
@@ -125,14 +126,35 @@ class Commands:
         """Check role and scope, then carry out one lifecycle action; the event after it."""
         if action not in ACTIONS:
             raise ApiError(404, "not_found", f"unknown action {action!r}")
-        self.actable_event(p, event_id)
-        body = validation.action_body(data, **self.bounds())
+        ev = self.actable_event(p, event_id)
+        if action in TRANSFER_ACTIONS:
+            body = self._transfer_body(p, ev, action, data)
+        else:
+            body = validation.action_body(data, **self.bounds())
         if not scope.may_take_action(p, action):
-            raise forbid(f"a field unit may not {action}")
+            raise forbid(f"a {p.role} token may not {action}")
         if action == "reassign":
             self._check_reassign(p, event_id, body["unit"], body["team"])
         out = await self.runtime.act(event_id, action, p.actor, **body)
         return out.event
+
+    def _transfer_body(self, p: Principal, ev: dict[str, Any], action: str, data: Any
+                       ) -> dict[str, Any]:
+        """Contract §8: transfer names a configured department (else 404 naming the field);
+        accept and return come from the department the event is transferred to (another
+        department that reads it, having answered it before: 403)."""
+        body = validation.transfer_body(action, data)
+        if not scope.may_take_action(p, action):
+            raise forbid(f"a {p.role} token may not {action}")
+        if action == "transfer":
+            if body["department"] not in self.runtime.config.department_ids:
+                raise ApiError(404, "not_found", f"no department {body['department']!r}",
+                               "department")
+        elif not scope.holds_transfer(p, ev):
+            raise forbid("the event is transferred to another department", "department")
+        else:
+            del body["department"]
+        return body
 
     def _check_reassign(self, p: Principal, event_id: str, unit: str | None,
                         team: str | None) -> None:
@@ -153,7 +175,7 @@ class Commands:
 
     def position(self, p: Principal, unit_id: str, data: Any) -> dict[str, Any]:
         """Record a unit's position and push it to the clients that see the unit."""
-        if not scope.may_act_at_all(p):
+        if not scope.may_report_positions(p):
             raise forbid(f"a {p.role} token may not report positions")
         if not scope.unit_visible(self.areas, p, unit_id):
             raise no_unit(unit_id)  # out of scope answers as unknown (contract §6)

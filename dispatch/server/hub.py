@@ -89,7 +89,7 @@ def message_for(rendering: EventRendering, rec: Record) -> dict[str, Any]:
         "event": rendering.event(state_of(rec)),
     }
     extra = rec.extra or {}
-    for key in ("stage", "from", "to", "recovered", "notify_tiers"):
+    for key in ("stage", "from", "to", "recovered", "notify_tiers", "department"):
         if key in extra:
             msg[key] = extra[key]
     return msg

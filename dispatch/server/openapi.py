@@ -20,7 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
-from dispatch.core.lifecycle import ACTIONS
+from dispatch.core.lifecycle import ACTIONS, TRANSFER_ACTIONS
 from dispatch.server import open311_openapi, schemas, shapes
 from dispatch.server.state import json_response
 
@@ -94,12 +94,14 @@ def _body(name: str, required: bool = True) -> dict[str, Any]:
     return {"required": required, "content": _json(ref(name))}
 
 
-ACTION_NAMES = list(ACTIONS)
+# transfer, accept and return have their own paths and bodies (contract §8)
+ACTION_NAMES = [a for a in ACTIONS if a not in TRANSFER_ACTIONS]
 EVENT_ID = "$response.body#/id"
 LINKS = {
     "GetEvent": {"operationId": "getEvent", "parameters": {"id": EVENT_ID}},
     "EventUnits": {"operationId": "eventUnits", "parameters": {"id": EVENT_ID}},
     "ActOnEvent": {"operationId": "actOnEvent", "parameters": {"id": EVENT_ID}},
+    "TransferEvent": {"operationId": "transferEvent", "parameters": {"id": EVENT_ID}},
 }
 TIME_FILTERS = [_q("since", "ISO 8601 with offset"), _q("until", "ISO 8601 with offset")]
 HTML = {"text/html": {"schema": STR}}
@@ -161,6 +163,26 @@ EVIDENCE_PATHS: dict[str, dict[str, Any]] = {
                                (*API, 403, 404))}},
 }
 
+TRANSFER_DOCS = {
+    "transfer": ("transferEvent", "Transfer the event to another department (移送; an "
+                 "operator in scope): status transferred, clocks stopped, unit freed",
+                 "Transfer", True),
+    "accept": ("acceptTransfer", "The department the event is transferred to accepts it: "
+               "status handed_over (terminal)", "Accept", False),
+    "return": ("returnTransfer", "The department returns it with a note: dispatched again to "
+               "its team, unit picked anew, clocks from the return", "Return", True),
+}
+
+
+def _transfer_op(action: str) -> dict[str, Any]:
+    op_id, summary, body, required = TRANSFER_DOCS[action]
+    return {"operationId": op_id, "summary": summary, "parameters": [_p("id")],
+            "requestBody": _body(body, required=required),
+            "responses": responses(
+                {200: ("the event after it (unchanged on a replay)", _json(ref("Event")))},
+                tuple(sorted({*API, *BODY, 403, 404, 409, 503})))}
+
+
 PATHS: dict[str, dict[str, Any]] = {
     "/api/v1/events": {
         "post": _intake(),
@@ -186,6 +208,9 @@ PATHS: dict[str, dict[str, Any]] = {
             {200: ("the event after the action (unchanged on a replay)", _json(ref("Event")))},
             tuple(sorted({*API, *BODY, 403, 404, 409, 503})))}},
     **EVIDENCE_PATHS,
+    **{f"/api/v1/events/{{id}}/{a}": {"post": _transfer_op(a)} for a in TRANSFER_ACTIONS},
+    "/api/v1/departments": {"get": api_get(
+        "departments", "The departments events may be transferred to", "Departments", (403,))},
     "/api/v1/categories": {"get": api_get("categories", "Event categories and their timers",
                                           "Categories")},
     "/api/v1/units/{id}/position": {"put": {
@@ -266,6 +291,9 @@ PATHS: dict[str, dict[str, Any]] = {
     "/supervisor": {"get": {"operationId": "supervisorPage", "summary": "Supervisor dashboard",
                             "security": [], "responses": responses(PAGE_OK, ())}},
     **open311_openapi.PATHS,  # GeoReport v2 (contract §8): public GETs, api_key POST
+    "/department": {"get": {"operationId": "departmentPage", "summary": "A department's "
+                            "transfers (移送): accept or return", "security": [],
+                            "responses": responses(PAGE_OK, ())}},
 }
 
 DOCUMENT: dict[str, Any] = {

@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from dispatch.core.lifecycle import OPEN_STATUSES, STAGE_DONE, STAGES
+from dispatch.core.lifecycle import CLOCKED_STATUSES, OPEN_STATUSES, STAGE_DONE, STAGES
 
 log = logging.getLogger("dispatch.render")
 
@@ -110,15 +110,16 @@ def plain(v: Any, depth: int = 0) -> Any:
     return None
 
 
-def _is_open(ev: dict[str, Any]) -> bool:
+def _is_open(ev: dict[str, Any], statuses: frozenset[str] = OPEN_STATUSES) -> bool:
     # a stored status may be anything (a list is unhashable): only a string can be open
     status = ev.get("status")
-    return isinstance(status, str) and status in OPEN_STATUSES
+    return isinstance(status, str) and status in statuses
 
 
 def next_deadline(ev: dict[str, Any]) -> tuple[str, float] | None:
-    """The first stage not yet done while the event is open, with its deadline."""
-    if not _is_open(ev):
+    """The first stage not yet done while the event is on the clock, with its deadline
+    (a transferred event's clocks are stopped: none)."""
+    if not _is_open(ev, CLOCKED_STATUSES):
         return None
     deadlines = _dict(ev.get("deadlines"))
     if not deadlines:
@@ -131,9 +132,12 @@ def next_deadline(ev: dict[str, Any]) -> tuple[str, float] | None:
 
 
 def timer_state(ev: dict[str, Any], warn_at: float | None, now: float) -> str:
-    """on_time | warning | breached | escalated | closed, as the map colours it."""
+    """on_time | warning | breached | escalated | transferred | closed, as the map colours it
+    (transferred: open, its clocks stopped until the department answers)."""
     if not isinstance(ev, dict) or not _is_open(ev):
         return "closed"
+    if not _is_open(ev, CLOCKED_STATUSES):
+        return "transferred"
     if ev.get("escalations"):
         return "escalated"
     if ev.get("breaches"):
@@ -167,7 +171,7 @@ def _event_fixed(ev: dict[str, Any], tz: tzinfo,
         out.update({"id": eid if isinstance(eid, str) else None, "mutual_aid": False,
                     "routing": {}, "breaches": [], "deadlines": {s: None for s in STAGES},
                     "next_deadline": None, "timer_state": None, "escalations": [],
-                    "timeline": [], "evidence": []})
+                    "timeline": [], "evidence": [], "transfer": None})
         out.update({k: None for k in TIME_KEYS})
         return out, None
     try:  # cheap proof that it encodes; else make every value plain
@@ -210,7 +214,17 @@ def _event_fields(ev: dict[str, Any], tz: tzinfo,
         for t in _list(ev.get("timeline")) if isinstance(t, dict)]
     out["evidence"] = [evidence_json(e, tz) for e in _list(ev.get("evidence"))
                        if isinstance(e, dict)]
+    out["transfer"] = transfer_json(ev.get("transfer"), tz)
     return out, warn_at
+
+
+def transfer_json(tr: Any, tz: tzinfo) -> dict[str, Any] | None:
+    """The event's transfer to another department (contract §8), or None; never raises."""
+    if not isinstance(tr, dict):
+        return None
+    return {"department": tr.get("department"), "at": iso(tr.get("at"), tz),
+            "actor": tr.get("actor"), "note": tr.get("note"), "answer": tr.get("answer"),
+            "answered_at": iso(tr.get("answered_at"), tz), "answer_note": tr.get("answer_note")}
 
 
 def evidence_json(e: dict[str, Any], tz: tzinfo) -> dict[str, Any]:

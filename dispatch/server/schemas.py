@@ -1,4 +1,5 @@
-"""The request bodies, described once (contract §3): ``Intake``, ``Action``, ``Position``.
+"""The request bodies, described once (contract §3, §8): ``Intake``, ``Action``, ``Position``,
+``Transfer``, ``Accept``, ``Return``.
 
 Each ``msgspec.Struct`` here is the single description of its shape: ``validation.py``
 converts a parsed body into it (types, required fields, lengths and ranges are checked in C),
@@ -78,13 +79,37 @@ class Position(Struct, kw_only=True):
     at: ClientTime | None = None
 
 
+# Text that says something: at least one character that is not white space.
+Reason = Annotated[str, Meta(min_length=1, max_length=MAX_DESCRIPTION, pattern=r"\S")]
+
+
+class Transfer(Struct, kw_only=True):
+    """``POST /api/v1/events/{id}/transfer`` (contract §8): to which department, and why."""
+
+    department: Annotated[str, Meta(min_length=1, max_length=64)]
+    note: Reason
+
+
+class Accept(Struct, kw_only=True):
+    """``POST /api/v1/events/{id}/accept`` (contract §8): the department takes the case."""
+
+    note: _text(MAX_DESCRIPTION) | None = None
+
+
+class Return(Struct, kw_only=True):
+    """``POST /api/v1/events/{id}/return`` (contract §8): the department sends it back; why."""
+
+    note: Reason
+
+
 class Redeliver(Struct, kw_only=True):
     """``POST /api/v1/webhooks/{id}/redeliver`` (contract v2 §8)."""
 
     from_seq: Annotated[int, Meta(ge=1, description="send again every message from this seq")]
 
 
-REQUEST_BODIES: tuple[type[Struct], ...] = (Intake, Action, Position, Redeliver)
+REQUEST_BODIES: tuple[type[Struct], ...] = (Intake, Action, Position, Redeliver, Transfer,
+                                              Accept, Return)
 
 
 def components(ref_template: str = "#/components/schemas/{name}") -> dict[str, Any]:

@@ -6,7 +6,10 @@ unit or a team when its region is on the path of the team's region, and a region
 region lies within its own (or is one of its own region's ancestors, drawn for context).
 A field principal sees the events assigned to its unit (and the record that took one away
 from it), its own unit and team, and the regions of its team's county. Admins and operators
-or supervisors without a region see everything.
+or supervisors without a region see everything. A department principal (contract §8) sees
+the events ever transferred to its department (``transferred_to``: the ones it answered
+too, even after a return), answers only the one transferred to it now, and sees no unit,
+team, region, zone or statistics.
 
 REST, the WebSocket (snapshot, live fan-out, replay), statistics, exports and the regions
 GeoJSON all ask these functions; the hub indexes clients by ``audience`` and a record by
@@ -20,16 +23,20 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from dispatch.core.lifecycle import ANSWERS
+
 EVENT_PATH_KEYS = ("grid", "township", "county", "city")
-ACTING_ROLES = ("operator", "field", "admin")  # roles that act on events
-READING_ROLES = ("operator", "supervisor", "field", "admin")  # roles that read events
+ACTING_ROLES = ("operator", "field", "department", "admin")  # roles that act on events
+READING_ROLES = ("operator", "supervisor", "field", "department", "admin")  # read events
 STATS_ROLES = ("operator", "supervisor", "admin")
 CREATING_ROLES = ("intake", "operator", "admin")
+POSITION_ROLES = ("operator", "field", "admin")  # roles that report a unit's position
 FIELD_ACTIONS = ("respond", "depart", "arrive", "resolve")
 
 DOSSIER_ROLES = ("operator", "supervisor", "admin")  # who downloads an event's dossier
 
-Audience = tuple[str, str | None]  # ("all", None) | ("region", id) | ("unit", id)
+# ("all", None) | ("region", id) | ("unit", id) | ("department", id)
+Audience = tuple[str, str | None]
 ALL: Audience = ("all", None)
 
 
@@ -42,6 +49,7 @@ class Principal:
     unit: str | None
     name: str
     digest: str
+    department: str | None = None  # a department token's (contract §8)
 
     @property
     def actor(self) -> str:
@@ -67,7 +75,23 @@ def event_visible(p: Principal, ev: Mapping[str, Any]) -> bool:
         return p.unit is not None and ev.get("unit") == p.unit
     if p.role in ("operator", "supervisor") and p.region is not None:
         return event_in_region(ev, p.region)
+    if p.role == "department":
+        return p.department is not None and p.department in transferred_to(ev)
     return False
+
+
+def transferred_to(ev: Mapping[str, Any]) -> list[str]:
+    """Every department the event was ever transferred to (contract §8)."""
+    deps = ev.get("transferred_to")
+    return [d for d in deps if isinstance(d, str)] if isinstance(deps, list) else []
+
+
+def holds_transfer(p: Principal, ev: Mapping[str, Any]) -> bool:
+    """Whether ``p`` is the department the event is (or was last) transferred to: the only
+    one that answers it (the lifecycle then allows it only while ``transferred``)."""
+    tr = ev.get("transfer")
+    return (p.role == "department" and p.department is not None
+            and isinstance(tr, Mapping) and tr.get("department") == p.department)
 
 
 def event_actable(p: Principal, ev: Mapping[str, Any]) -> bool:
@@ -93,9 +117,20 @@ def may_act_at_all(p: Principal) -> bool:
     return p.role in ACTING_ROLES
 
 
+def may_report_positions(p: Principal) -> bool:
+    """Whether ``p``'s role reports unit positions (a department never does)."""
+    return p.role in POSITION_ROLES
+
+
 def may_take_action(p: Principal, action: str) -> bool:
-    """A field unit only moves its own assignment along; the other acting roles do all."""
-    return p.role != "field" or action in FIELD_ACTIONS
+    """A field unit only moves its own assignment along; a department only answers a
+    transfer (accept, return); operators and admins do everything else (a department's
+    answer is its own)."""
+    if p.role == "field":
+        return action in FIELD_ACTIONS
+    if p.role == "department":
+        return action in ANSWERS
+    return action not in ANSWERS
 
 
 # -- evidence (contract §8) -------------------------------------------------------------------
@@ -133,6 +168,8 @@ def audience(p: Principal) -> Audience | None:
         return ("unit", p.unit) if p.unit else None
     if p.role in ("operator", "supervisor") and p.region:
         return ("region", p.region)
+    if p.role == "department" and p.department:
+        return ("department", p.department)
     return None
 
 
@@ -141,6 +178,7 @@ def record_audiences(after: Mapping[str, Any], before: Mapping[str, Any] | None
     """Every audience a record reaches: ``audience(p)`` is in it iff ``record_visible``."""
     out: set[Audience] = {ALL}
     out.update(("region", str(after[k])) for k in EVENT_PATH_KEYS if after.get(k))
+    out.update(("department", d) for d in transferred_to(after))
     for unit in (after.get("unit"), (before or {}).get("unit")):
         if unit:
             out.add(("unit", str(unit)))
@@ -167,8 +205,8 @@ def may_manage_webhooks(p: Principal) -> bool:
     return p.role == "admin"
 
 
-def transferred_to(ev: Mapping[str, Any] | None) -> str | None:
-    """The department an event is (or was) transferred to: its ``transfer.department``."""
+def transfer_department(ev: Mapping[str, Any] | None) -> str | None:
+    """The department an event is (or was last) transferred to: its ``transfer.department``."""
     t = (ev or {}).get("transfer")
     dept = t.get("department") if isinstance(t, Mapping) else None
     return dept if isinstance(dept, str) else None
@@ -178,15 +216,17 @@ def webhook_covers(source: str | None, region: str | None, departments: Iterable
                    after: Mapping[str, Any], before: Mapping[str, Any] | None) -> bool:
     """Whether a change reaches a webhook: the event's ``source`` matches (any when None)
     and it lies inside ``region`` (anywhere when None); or the event is transferred to one
-    of ``departments`` (those naming the webhook), from the transfer on (the change that
-    ends a transfer included: ``before`` still names the department)."""
+    of ``departments`` (those naming the webhook), from the transfer on: every later change
+    of it too (``transferred_to`` keeps every department it went to), and the change that
+    ends a transfer (``before`` still names the department)."""
     if (source is None or after.get("source") == source) and (
             region is None or event_in_region(after, region)):
         return True
     depts = departments if isinstance(departments, frozenset | set) else frozenset(departments)
     if not depts:
         return False
-    return transferred_to(after) in depts or transferred_to(before) in depts
+    return (transfer_department(after) in depts or transfer_department(before) in depts
+            or not depts.isdisjoint(transferred_to(after)))
 
 
 # -- units, teams, regions --------------------------------------------------------------------

@@ -37,7 +37,7 @@ Stage = Annotated[Literal[STAGES], Meta(description="a timer stage (contract §5
 Status = Annotated[Literal[STATUSES], Meta(description="the event's status (contract §3)")]
 Tier = Literal[TIERS]
 # How the map colours an event (render.timer_state).
-TimerState = Literal["on_time", "warning", "breached", "escalated", "closed"]
+TimerState = Literal["on_time", "warning", "breached", "escalated", "transferred", "closed"]
 # The roles a token can have; "department" is the §8 receiving department's.
 Role = Literal["operator", "field", "supervisor", "intake", "department", "admin"]
 Count = Annotated[int, Meta(ge=0)]
@@ -97,6 +97,8 @@ class TimelineEntry(Shape):
     note: _d(str | None, "the action's note; for timer records the stage")
     evidence: _d(str, "an `attached` entry: the SHA-256 of the file it added") | UnsetType = (
         UNSET)
+    department: _d(str, "a `transferred`, `accepted` or `returned` entry: the department") | (
+        UnsetType) = UNSET
 
 
 class Evidence(Shape):
@@ -111,6 +113,18 @@ class Evidence(Shape):
     actor: _d(str, "who uploaded it")
     received_at: _d(Time | None, "when the server stored it")
     url: _d(str | None, "where its bytes are served")
+
+
+class EventTransfer(Shape):
+    """The event's transfer to another department (移送, contract §8)."""
+
+    department: str
+    at: _d(Time | None, "when it was transferred")
+    actor: _d(str | None, "the operator who transferred it")
+    note: _d(str | None, "why")
+    answer: _d(Literal["accepted", "returned"] | None, "the department's answer, if any")
+    answered_at: Time | None
+    answer_note: _d(str | None, "the department's note with its answer")
 
 
 class EventSummary(Shape):
@@ -153,6 +167,7 @@ class EventSummary(Shape):
     timer_state: _d(TimerState, "how the map colours it")
     escalations: list[Escalation]
     evidence: _d(list[Evidence], "the files attached, oldest first")
+    transfer: _d(EventTransfer | None, "its transfer to another department, if any")
 
 
 class Event(EventSummary):
@@ -286,10 +301,45 @@ StatsGroup = msgspec.defstruct(
 StatsGroup.__doc__ = "Response-time compliance of one group."
 
 
+class AnswerTimes(Shape):
+    """Seconds from a transfer to the department's answer."""
+
+    p50_s: float | None
+    p90_s: float | None
+    max_s: float | None
+
+
+class DepartmentTransfers(Shape):
+    """One department's transfers (contract §8): how many, how answered, how fast."""
+
+    department: str
+    name: str
+    count: Count
+    accepted: Count
+    returned: Count
+    pending: _d(Count, "not answered yet")
+    cancelled: _d(Count, "withdrawn: cancelled while transferred")
+    answer: AnswerTimes
+
+
+class DepartmentRef(Shape):
+    """A department events may be transferred to."""
+
+    id: str
+    name: str
+
+
+class Departments(Shape):
+    """The departments events may be transferred to (``GET /departments``)."""
+
+    departments: list[DepartmentRef]
+
+
 class Stats(Shape):
     """Response-time compliance per group."""
 
     groups: list[StatsGroup]  # type: ignore[valid-type]
+    transfers: _d(list[DepartmentTransfers], "per department: transfers and answer times")
 
 
 # -- who, the map, health, errors --------------------------------------------------------------
@@ -302,6 +352,7 @@ class Me(Shape):
     unit: str | None
     team: _d(str | None, "a field unit's team")
     name: str
+    department: _d(str | None, "a department token's department")
 
 
 class UI(Shape):
@@ -387,7 +438,7 @@ class Deliveries(Shape):
 # The shapes the document's responses name; what they refer to comes with them.
 RESPONSES: tuple[type[Struct], ...] = (
     Event, EventSummary, EventList, Unit, UnitList, UnitPick, EventUnits, Categories, Teams,
-    FeatureCollection, Stats, Me, UI, Health, Error, Evidence, Deliveries)
+    FeatureCollection, Stats, Me, UI, Health, Error, Evidence, Deliveries, Departments)
 
 
 def components(ref_template: str = REF_TEMPLATE) -> dict[str, Any]:

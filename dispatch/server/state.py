@@ -13,8 +13,10 @@ from aiohttp import web
 
 from dispatch.clock import Clock
 from dispatch.config import Config
+from dispatch.server import validation
 from dispatch.server.render import Renderer, iso
 from dispatch.server.scope import Areas, Principal
+from dispatch.server.validation import ApiError
 
 if TYPE_CHECKING:  # types only: the modules below import nothing from here
     from dispatch.runtime import Runtime
@@ -96,3 +98,25 @@ PRINCIPAL: web.RequestKey[Principal] = web.RequestKey("principal", Principal)
 
 def principal_of(request: web.Request) -> Principal:
     return request[PRINCIPAL]
+
+
+V1 = "/api/v1"  # the REST API's prefix
+
+
+async def read_json(request: web.Request, state: State, optional: bool = False) -> Any:
+    """The request body as JSON, or a 4xx naming what is wrong with it."""
+    if optional and not request.body_exists:
+        return None
+    if request.content_type != "application/json":
+        raise ApiError(415, "unsupported_media_type", "Content-Type must be application/json",
+                       "Content-Type")
+    limit = int(state.config["limits"]["max_body_bytes"])
+    if request.content_length is not None and request.content_length > limit:
+        raise ApiError(413, "body_too_large", f"body is larger than {limit} bytes")
+    try:
+        body = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise ApiError(413, "body_too_large", f"body is larger than {limit} bytes") from None
+    if optional and not body.strip():
+        return None
+    return validation.parse_json(body, int(state.config["limits"]["max_json_depth"]))

@@ -2,7 +2,10 @@
 
 A stage counts for an event once it was done or its deadline has passed; done at or before
 the deadline (judged on the action's own ``at``) is within. Percentiles are over the stages
-that were done. Cancelled events are left out. Days are in the configured time zone.
+that were done. Cancelled events are left out. Days are in the configured time zone. An
+event transferred to another department (contract §8) and not returned has its clocks
+stopped at the transfer: a stage not yet due then is left out, not counted as breached.
+``transfers`` gives, per department, the transfers and how fast they were answered.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from collections.abc import Callable, Iterable
 from datetime import datetime, tzinfo
 from typing import Any
 
-from dispatch.core.lifecycle import STAGE_DONE, STAGES
+from dispatch.core.lifecycle import ANSWER_OF, CLOCKED_STATUSES, PAST, STAGE_DONE, STAGES
 
 GROUPS = ("township", "team", "category", "day", "county", "zone")
 
@@ -36,9 +39,20 @@ def stage_outcome(ev: dict[str, Any], stage: str, now: float) -> tuple[bool, flo
     done = ev.get(STAGE_DONE[stage])
     if done is not None:
         return done <= due, max(0.0, done - start)
-    if now >= due:
+    if min(now, clock_stopped_at(ev)) >= due:
         return False, None
     return None
+
+
+def clock_stopped_at(ev: dict[str, Any]) -> float:
+    """When the event's clocks stopped for a transfer that was not returned (transferred,
+    handed over), else infinity (contract §8: later stages were not yet due)."""
+    tr = ev.get("transfer")
+    if (ev.get("status") in CLOCKED_STATUSES or not isinstance(tr, dict)
+            or tr.get("answer") == ANSWER_OF["return"]):
+        return float("inf")
+    at = tr.get("at")
+    return float(at) if isinstance(at, int | float) else float("inf")
 
 
 def response_times(events: Iterable[dict[str, Any]], group_by: str, now: float, tz: tzinfo,
@@ -81,6 +95,51 @@ def response_times(events: Iterable[dict[str, Any]], group_by: str, now: float, 
             }
         groups.append(row)
     return groups
+
+
+def transfers(events: Iterable[dict[str, Any]], departments: dict[str, str],
+              since: float | None = None, until: float | None = None) -> list[dict[str, Any]]:
+    """Per department (contract §8, every configured one, ``departments``: id → name, and
+    any other one found): how many transfers it got, accepted, returned, still pending or
+    withdrawn (cancelled while transferred), and the answer time (transfer to answer,
+    seconds) p50/p90/max. Each transfer of an event counts, from its timeline; events are
+    filtered on their creation time like ``response_times``."""
+    rows = {d: _transfer_row(d, name) for d, name in departments.items()}
+    answers: dict[str, list[float]] = {d: [] for d in rows}
+    for ev in events:
+        created = ev.get("created_at") or 0.0
+        if (since is not None and created < since) or (until is not None and created >= until):
+            continue
+        held: tuple[str, float] | None = None
+        for e in ev.get("timeline") or ():
+            if not isinstance(e, dict):
+                continue
+            action, at = e.get("action"), e.get("at")
+            if action == PAST["transfer"] and isinstance(e.get("department"), str):
+                dep = e["department"]
+                if dep not in rows:
+                    rows[dep], answers[dep] = _transfer_row(dep, dep), []
+                rows[dep]["count"] += 1
+                held = (dep, float(at) if isinstance(at, int | float) else 0.0)
+            elif held is not None and action in (PAST["accept"], PAST["return"], PAST["cancel"]):
+                kind = {PAST["accept"]: "accepted", PAST["return"]: "returned"}.get(
+                    action, "cancelled")
+                rows[held[0]][kind] += 1
+                if kind != "cancelled" and isinstance(at, int | float):
+                    answers[held[0]].append(max(0.0, float(at) - held[1]))
+                held = None
+        if held is not None:
+            rows[held[0]]["pending"] += 1
+    for dep, row in rows.items():
+        vals = sorted(answers[dep])
+        row["answer"] = {"p50_s": _pct(vals, 0.5), "p90_s": _pct(vals, 0.9),
+                         "max_s": round(vals[-1], 3) if vals else None}
+    return [rows[d] for d in rows]
+
+
+def _transfer_row(dep: str, name: str) -> dict[str, Any]:
+    return {"department": dep, "name": name, "count": 0, "accepted": 0, "returned": 0,
+            "pending": 0, "cancelled": 0}
 
 
 HEADERS_ZH = ["分组", "名称", "事件数",

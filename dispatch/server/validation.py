@@ -28,7 +28,16 @@ from typing import Any, TypeVar
 import msgspec
 
 from dispatch.core.lifecycle import ACTIONS  # noqa: F401 - the edge's import; defined there
-from dispatch.server.schemas import Action, Intake, Location, Position, Redeliver
+from dispatch.server.schemas import (
+    Accept,
+    Action,
+    Intake,
+    Location,
+    Position,
+    Redeliver,
+    Return,
+    Transfer,
+)
 from geo.coords import CoordinateError, to_wgs84, validate
 
 MAX_INT_DIGITS = 15
@@ -401,3 +410,15 @@ def evidence_query(query: Mapping[str, str], extension: str, now: float,
     if isinstance(raw, str) and re.fullmatch(r"[0-9]{1,12}(\.[0-9]{1,17})?", raw):
         raw = float(raw)
     return name, _client_time(raw, "taken_at", now, max_skew_s)
+
+
+TRANSFER_BODIES: dict[str, type[msgspec.Struct]] = {
+    "transfer": Transfer, "accept": Accept, "return": Return}
+
+
+def transfer_body(action: str, data: Any) -> dict[str, Any]:
+    """The body of transfer ``{department, note}``, accept ``{note?}`` or return ``{note}``
+    (contract §8); a missing required field is a 422 naming it."""
+    body = require_object(data if data is not None else {})
+    req = _shape(body, TRANSFER_BODIES[action])
+    return {"note": req.note, "department": getattr(req, "department", None)}

@@ -17,9 +17,8 @@ from aiohttp import web
 
 from dispatch.coordination import StoreUnavailableError
 from dispatch.server import scope, validation
-from dispatch.server.api import V1, read_json
 from dispatch.server.commands import forbid
-from dispatch.server.state import STATE, State, json_response, principal_of
+from dispatch.server.state import STATE, V1, State, json_response, principal_of, read_json
 from dispatch.server.validation import ApiError
 from dispatch.server.webhooks import Progress, Webhook, Webhooks
 

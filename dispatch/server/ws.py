@@ -303,7 +303,8 @@ async def handle_message(state: State, client: Client, text: str) -> dict[str, A
             event_id = data.get("event")
             if not isinstance(event_id, str):
                 raise ApiError(422, "invalid_field", "event is required", "event")
-            body = {k: data[k] for k in ("at", "unit", "team", "note") if k in data}
+            body = {k: data[k] for k in ("at", "unit", "team", "note", "department")
+                    if k in data}
             ev = await state.commands.act(p, event_id, kind, body)
             return {"type": "ack", "id": msg_id, "event": state.render(ev)}
         raise ApiError(400, "unknown_type", "unknown message type", "type")

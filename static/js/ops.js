@@ -25,6 +25,7 @@ const S = {
   events: new Map(),
   units: new Map(),
   teams: new Map(),
+  departments: new Map(), // contract §8: where an event may be transferred (移送)
   regions: new Map(),
   zones: new Map(),
   catName: (id) => id,
@@ -53,11 +54,13 @@ async function main() {
   S.me = me;
   S.scope = me.role === 'admin' ? null : (me.region || null);
   chrome();
-  const [ui, cats, teams] = await Promise.all([
+  const [ui, cats, teams, deps] = await Promise.all([
     api('ui').catch(() => ({ tiles: null, center: [121.2, 28.75], zoom: 9 })),
     api('categories').catch(() => ({ categories: [] })),
     api('teams').catch(() => ({ teams: [] })),
+    api('departments').catch(() => ({ departments: [] })),
   ]);
+  for (const d of deps.departments || []) S.departments.set(d.id, d);
   S.ui = ui;
   setTimeZone(ui.timezone);
   S.catName = makeCategoryNamer(cats.categories);
@@ -691,6 +694,8 @@ function renderDetail() {
   // Supervisors may watch /ops but not act: no buttons that would only answer 403.
   const open = isOpen(e) && ['operator', 'admin'].includes(S.me.role);
   const act = (action, extra = {}) => doAction(e.id, action, { ...extra, note: note.value.trim() || undefined });
+  // Transferred to another department (移送): its clocks are stopped; only cancel applies.
+  const transferred = e.status === 'transferred';
 
   replace(box,
     el('div', { class: 'detail-head' },
@@ -712,9 +717,13 @@ function renderDetail() {
       el('dt', {}, t('ops.detail.source')), el('dd', {}, sourceLabel(e.source), e.external_id ? ` · ${String(e.external_id)}` : ''),
       el('dt', {}, t('ops.detail.priority')), el('dd', {}, `P${e.priority}`),
       el('dt', {}, t('ops.detail.created')), el('dd', {}, fmtClock(e.created_at, true))),
+    e.transfer ? section(t('ops.detail.transfer'), transferBlock(e)) : null,
     section(t('ops.detail.deadlines'), deadlinesBlock(e)),
-    open ? section(t('ops.detail.actions'), el('div', { class: 'actions' },
+    open && transferred ? section(t('ops.detail.actions'), el('div', { class: 'actions' },
+      note, el('div', { class: 'action-row' }, cancelButton(act)))) : null,
+    open && !transferred ? section(t('ops.detail.actions'), el('div', { class: 'actions' },
       note,
+      e.team && S.departments.size ? transferRow(e, note, act) : null,
       el('div', { class: 'action-row' },
         teamSel,
         el('button', { type: 'button', class: 'btn', id: 'do-reassign-team', onclick: () => act('reassign', { team: teamSel.value }) }, t('action.reassign'))),
@@ -725,17 +734,7 @@ function renderDetail() {
           type: 'button', class: 'btn primary', id: 'do-resolve', disabled: e.status !== 'arrived',
           title: e.status !== 'arrived' ? t('ops.resolve.after_arrive') : null, onclick: () => act('resolve'),
         }, t('action.resolve')),
-        // Cancel asks twice on the button itself (no blocking browser dialog on a big screen).
-        el('button', {
-          type: 'button', class: 'btn danger', id: 'do-cancel',
-          onclick: (ev) => {
-            const b = ev.currentTarget;
-            if (b.dataset.armed === '1') { act('cancel'); return; }
-            b.dataset.armed = '1';
-            b.textContent = t('ops.confirm.cancel');
-            setTimeout(() => { if (b.isConnected) { b.dataset.armed = ''; b.textContent = t('action.cancel'); } }, 4000);
-          },
-        }, t('action.cancel'))))) : null,
+        cancelButton(act)))) : null,
     section(t('ops.detail.units'), unitsBlock(e, act, open)),
     section(t('ops.detail.routing'), routingBlock(e.routing)),
     section(t('evidence.title'), evidenceBlock(e)),
@@ -780,6 +779,55 @@ async function attachFiles(id, input) {
     }
   }
   if (S.selected === id) refreshDetail();
+}
+
+// Cancel asks twice on the button itself (no blocking browser dialog on a big screen).
+function cancelButton(act) {
+  return el('button', {
+    type: 'button', class: 'btn danger', id: 'do-cancel',
+    onclick: (ev) => {
+      const b = ev.currentTarget;
+      if (b.dataset.armed === '1') { act('cancel'); return; }
+      b.dataset.armed = '1';
+      b.textContent = t('ops.confirm.cancel');
+      setTimeout(() => { if (b.isConnected) { b.dataset.armed = ''; b.textContent = t('action.cancel'); } }, 4000);
+    },
+  }, t('action.cancel'));
+}
+
+function departmentName(id) {
+  const d = S.departments.get(String(id));
+  return d ? pickName(d.name) : String(id ?? '');
+}
+
+// 移送: choose the department; the note above is the reason (required).
+function transferRow(e, note, act) {
+  const prev = document.getElementById('transfer-department');
+  const kept = prev && prev.dataset.event === e.id ? prev.value : null;
+  const sel = el('select', { id: 'transfer-department', 'aria-label': t('ops.transfer.department') },
+    [...S.departments.values()].map((d) => el('option', { value: d.id }, pickName(d.name))));
+  sel.dataset.event = e.id;
+  if (kept) sel.value = kept;
+  return el('div', { class: 'action-row' }, sel,
+    el('button', {
+      type: 'button', class: 'btn', id: 'do-transfer',
+      onclick: () => {
+        if (!note.value.trim()) { toast(t('ops.transfer.need_note'), 'error'); note.focus(); return; }
+        act('transfer', { department: sel.value });
+      },
+    }, t('action.transfer')));
+}
+
+function transferBlock(e) {
+  const tr = e.transfer;
+  const answer = tr.answer ? tOr(`transfer.answer.${tr.answer}`, tr.answer) : t('transfer.answer.pending');
+  return el('dl', { class: 'kv', id: 'detail-transfer' },
+    el('dt', {}, t('ops.transfer.department')), el('dd', { 'data-department': tr.department }, departmentName(tr.department)),
+    el('dt', {}, t('ops.transfer.at')), el('dd', {}, fmtClock(tr.at, true)),
+    el('dt', {}, t('ops.transfer.note')), el('dd', {}, tr.note ? String(tr.note) : ''),
+    el('dt', {}, t('ops.transfer.answer')), el('dd', { id: 'transfer-answer' }, answer,
+      tr.answered_at ? ` · ${fmtClock(tr.answered_at, true)}` : '',
+      tr.answer_note ? ` · ${String(tr.answer_note)}` : ''));
 }
 
 function levelRank(l) { return { township: 0, county: 1, city: 2 }[l] ?? 3; }

@@ -1,7 +1,7 @@
 // /supervisor — response-time compliance for a region and a period: per township / team /
 // category / day, charts (ECharts), the breach list with each event's timeline, and export.
 import {
-  el, replace, api, boot, download, fmtClock, langButton, signOutButton, toast, setTimeZone,
+  el, replace, api, boot, download, fmtClock, fmtDuration, langButton, signOutButton, toast, setTimeZone,
   regionIndex, inScope,
 } from './common.js';
 import { t, tOr, onLangChange, pickName, applyStatic } from '../i18n.js';
@@ -18,6 +18,7 @@ const S = {
   teams: new Map(),
   catName: (id) => id,
   groups: [],
+  transfers: [], // contract §8: per department (移送)
   days: [],
   breaches: [],
   events: [],
@@ -149,6 +150,7 @@ async function query() {
       eventList(q),
     ]);
     S.groups = groups.groups || [];
+    S.transfers = groups.transfers || [];
     S.days = days ? days.groups || [] : S.groups;
     S.breaches = breaches;
     S.events = events;
@@ -196,6 +198,22 @@ function renderAll() {
   renderTable();
   renderCharts();
   renderBreaches();
+  renderTransfers();
+}
+
+// Transfers per department (移送) with their answer times.
+function renderTransfers() {
+  const rows = S.transfers;
+  const cols = [['sup.tr.department', (r) => pickName(r.name)], ['sup.tr.count', (r) => r.count],
+    ['sup.tr.accepted', (r) => r.accepted], ['sup.tr.returned', (r) => r.returned],
+    ['sup.tr.pending', (r) => r.pending], ['sup.tr.cancelled', (r) => r.cancelled],
+    ['sup.tr.p50', (r) => (r.answer.p50_s == null ? '—' : fmtDuration(r.answer.p50_s))],
+    ['sup.tr.max', (r) => (r.answer.max_s == null ? '—' : fmtDuration(r.answer.max_s))]];
+  replace(document.getElementById('transfer-table'),
+    el('thead', {}, el('tr', {}, cols.map(([k]) => el('th', {}, t(k))))),
+    el('tbody', {}, rows.map((r) => el('tr', { 'data-department': r.department },
+      cols.map(([, f]) => el('td', {}, String(f(r))))))));
+  document.getElementById('transfer-empty').classList.toggle('hidden', rows.some((r) => r.count > 0));
 }
 
 function overall(groups, stage) {

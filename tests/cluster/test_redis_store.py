@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from dispatch.core.errors import ConflictError
 from dispatch.core.deadlines import Deadline
+from dispatch.core.errors import ConflictError
 from dispatch.store.redis import RedisStore
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "core"))

@@ -22,6 +22,8 @@ PATHS: dict[str, list[str]] = {
     "arrived": ["respond", "depart", "arrive"],
     "resolved": ["respond", "depart", "arrive", "resolve"],
     "cancelled": ["cancel"],
+    "transferred": ["respond", "transfer"],
+    "handed_over": ["respond", "transfer", "accept"],
 }
 # Pairs outside the table that are replays (the action already happened): 200, no change.
 REPLAYS = {
@@ -31,8 +33,13 @@ REPLAYS = {
     ("resolved", "respond"), ("resolved", "depart"), ("resolved", "arrive"),
     ("resolved", "resolve"),
     ("cancelled", "cancel"),
+    # contract §8: a transfer to the department it is already with; an answer given again
+    ("transferred", "transfer"), ("transferred", "respond"),
+    ("handed_over", "accept"), ("handed_over", "respond"),
 }
-KWARGS: dict[str, dict[str, Any]] = {"reassign": {"team": "team-t4"}}
+KWARGS: dict[str, dict[str, Any]] = {"reassign": {"team": "team-t4"},
+                                     "transfer": {"department": "d-market", "note": "移送"},
+                                     "return": {"note": "不属本部门职责"}}
 
 
 def event_in(sc: Scenario, status: str) -> dict[str, Any]:
@@ -41,7 +48,7 @@ def event_in(sc: Scenario, status: str) -> dict[str, Any]:
     ev = sc.create(T1)
     for i, action in enumerate(PATHS[status]):
         sc.clock.advance(1)
-        sc.act(ev["id"], action, note=f"step {i}")
+        sc.act(ev["id"], action, **{"note": f"step {i}", **KWARGS.get(action, {})})
     return sc.engine.get(ev["id"])
 
 
@@ -57,7 +64,7 @@ def test_every_pair(scenario: Scenario, status: str, action: str) -> None:
         assert [r.action for r in out.records] == [lc.PAST[action]]
         assert scenario.engine.last_seq == seq + 1
     elif (status, action) in REPLAYS:
-        out = scenario.act(ev["id"], action)
+        out = scenario.act(ev["id"], action, **KWARGS.get(action, {}))
         assert out.noop and out.records == [] and out.event is ev
         assert scenario.engine.last_seq == seq
     else:
@@ -108,7 +115,11 @@ def test_random_walks_follow_the_table(actions: list[str]) -> None:
     tier_i = 0
     for action in actions:
         sc.clock.advance(1)
-        replay = action in done or (action == "cancel" and model == "cancelled")
+        answer = sc.engine.get(ev["id"]).get("transfer", {}).get("answer")
+        replay = action in done or (action == "cancel" and model == "cancelled") or (
+            action == "transfer" and model == "transferred") or (
+            action in ("accept", "return") and model != "transferred"
+            and answer == lc.ANSWER_OF[action])
         legal = (model, action) in lc.TRANSITIONS
         if action == "escalate" and legal and tier_i == 2:
             legal = False
@@ -119,9 +130,11 @@ def test_random_walks_follow_the_table(actions: list[str]) -> None:
         elif legal:
             out = sc.act(ev["id"], action, **kw)
             model = lc.TRANSITIONS[model, action]
-            if action == "reassign":
-                done -= {"respond", "depart", "arrive"}
+            if action in ("reassign", "return"):  # a fresh dispatch (team-t1, team-t4:
+                done -= {"respond", "depart", "arrive"}  # both township teams)
                 tier_i = 0
+            elif action in ("transfer", "accept"):
+                pass
             elif action == "escalate":
                 tier_i += 1
             else:

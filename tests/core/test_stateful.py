@@ -45,7 +45,12 @@ from dispatch.core.errors import (  # noqa: E402
     NotFoundError,
     OutsideJurisdictionError,
 )
-from dispatch.core.lifecycle import ACTIONS, OPEN_STATUSES, STEP_FIELD  # noqa: E402
+from dispatch.core.lifecycle import (  # noqa: E402
+    ACTIONS,
+    CLOCKED_STATUSES,
+    OPEN_STATUSES,
+    STEP_FIELD,
+)
 from dispatch.core.records import Record  # noqa: E402
 from tests.conftest import fuzz_examples  # noqa: E402
 
@@ -195,6 +200,12 @@ class Lifecycle(RuleBasedStateMachine):
         if action == "reassign":
             kw = {"unit": data.draw(st.sampled_from([None, *UNITS]), label="unit"),
                   "team": data.draw(st.sampled_from([None, *TEAM_IDS]), label="team")}
+        elif action == "transfer":  # contract §8: to one of two departments (or none: 422)
+            kw = {"department": data.draw(st.sampled_from([None, "d-market", "d-env"]),
+                                          label="department"), "note": "移送"}
+        elif action in ("accept", "return"):
+            kw = {"note": data.draw(st.sampled_from([None, "退回：不属本部门职责"]),
+                                    label="note")}
         self.attempt(eid, action, actor, self.resolve_at(at), **kw)
 
     @precondition(lambda self: bool(self.sent))
@@ -228,8 +239,8 @@ class Lifecycle(RuleBasedStateMachine):
         # nothing due is left behind: every open, dispatched stage that is due and not done
         # has breached (deadlines are never lost)
         for ev in self.engine.open_events():
-            if ev["dispatched_at"] is None:
-                continue
+            if ev["dispatched_at"] is None or ev["status"] not in CLOCKED_STATUSES:
+                continue  # a transferred event's clocks are stopped (contract §8)
             for s in STAGES:
                 if ev[STAGE_DONE[s]] is None and ev["deadlines"][s] <= now:
                     assert f"{s}:breach" in ev["fired"], (ev["id"], s, ev["fired"])

@@ -37,7 +37,11 @@ TOKENS: dict[str, dict[str, Any]] = {
     **{f"field-{u}": {"role": "field", "unit": u} for u in (*UNITS_A, UNIT_B)},
     "intake": {"role": "intake"},
     "intake-2": {"role": "intake"},
+    # contract §8: two departments' tokens (their config below)
+    "dept-a": {"role": "department", "department": "d-a"},
+    "dept-b": {"role": "department", "department": "d-b"},
 }
+DEPARTMENTS = [{"id": "d-a", "name": "部门A"}, {"id": "d-b", "name": "部门B"}]
 
 
 def token(who: str) -> str:
@@ -66,6 +70,7 @@ def write_config(tmp: Path, **sections: Any) -> Path:
         "limits": {"rate_per_s": 1_000_000, "rate_burst": 1_000_000,
                    "auth_failures_per_min": 1_000_000, "auth_failures_burst": 1_000_000},
         "ui": {"center": [120.03, 28.02], "zoom": 12},
+        "departments": DEPARTMENTS,
     }
     return dump_config(tmp, cfg, sections)
 

@@ -54,7 +54,7 @@ FACTOR = int(os.environ.get("FUZZ_LONG_FACTOR", "20")) if LONG else 1
 EXAMPLES = 4 * FACTOR
 STATEFUL_STEPS = (10 * FACTOR, 50 if LONG else 10)  # (max_examples, stateful_step_count)
 # Callers: every role, another county's operator and supervisor, a bad token, no token.
-WHO = ["admin", "op-a", "op-b", "sup-b", "field-u-0005", "intake", "bogus", None]
+WHO = ["admin", "op-a", "op-b", "sup-b", "field-u-0005", "intake", "dept-a", "bogus", None]
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
           response_schema_conformance]
 # Timers far away: nothing fires on its own during a run, so the journal head only moves
@@ -177,6 +177,12 @@ def _pointed(case: Any, api: Api) -> st.SearchStrategy[Any]:
 
         strategies.append(st.sampled_from([("unit", UNITS_A[1]), ("unit", UNIT_B),
                                            ("team", "t-ta1"), ("team", "t-tb1")]).map(target))
+    if op.endswith("/transfer") and isinstance(body, dict):  # a configured department
+        def to(dep: str) -> Any:
+            case.body = {**body, "department": dep}
+            return case
+
+        strategies.append(st.sampled_from(["d-a", "d-b"]).map(to))
     return st.one_of(strategies)
 
 

@@ -44,12 +44,14 @@ from tests.fuzz.net import (
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 ROLES = ["admin", "op-city", "op-a", "op-b", "op-town", "sup-city", "sup-a", "sup-b",
-         "field-own", "field-other", "intake"]
+         "field-own", "field-other", "intake", "dept-a", "dept-b"]
 IN_SCOPE = {"admin", "op-city", "op-a", "op-town", "sup-city", "sup-a", "field-own"}
 OPERATORS = {"admin", "op-city", "op-a", "op-town"}  # may act on E and report its unit
 SUPERVISORS = {"sup-city", "sup-a", "sup-b"}
+DEPARTMENTS = {"dept-a", "dept-b"}  # E is not transferred to them: they never see it
 FIELD_ACTIONS = ("respond", "depart", "arrive", "resolve")
-ACTIONS = (*FIELD_ACTIONS, "cancel", "escalate", "reassign")
+ANSWERS = ("accept", "return")  # a department's answers to a transfer (contract §8)
+ACTIONS = (*FIELD_ACTIONS, "cancel", "escalate", "reassign", "transfer", *ANSWERS)
 UNKNOWN_EVENT, UNKNOWN_UNIT = "E-net-unknown-0001", "u-net-unknown"
 V1 = "/api/v1"
 
@@ -62,7 +64,7 @@ def read_cell(who: str) -> str:
 def action_cell(action: str) -> Callable[[str], str]:
     def cell(who: str) -> str:
         if who in OPERATORS:
-            return "ok"
+            return "role" if action in ANSWERS else "ok"  # only a department answers
         if who == "field-own":
             return "ok" if action in FIELD_ACTIONS else "role"
         if who == "intake" or who in SUPERVISORS:
@@ -75,7 +77,7 @@ def position_cell(who: str) -> str:
     """PUT the position of E's unit: operators over it, admin, the unit itself."""
     if who in OPERATORS or who == "field-own":
         return "ok"
-    if who in ("intake", *SUPERVISORS):
+    if who in ("intake", *SUPERVISORS, *DEPARTMENTS):
         return "role"
     return "scope"  # op-b, field-other
 
@@ -126,6 +128,8 @@ MATRIX: dict[tuple[str, str], Callable[[str], str]] = {
     ("GET", f"{V1}/events/{{id}}"): read_cell,
     ("GET", f"{V1}/events/{{id}}/units"): read_cell,
     ("POST", f"{V1}/events/{{id}}/{{action}}"): action_cell("respond"),  # each action below
+    **{("POST", f"{V1}/events/{{id}}/{a}"): action_cell(a) for a in ("transfer", *ANSWERS)},
+    ("GET", f"{V1}/departments"): readers,
     ("GET", f"{V1}/categories"): anyone,
     ("PUT", f"{V1}/units/{{id}}/position"): position_cell,
     ("GET", f"{V1}/units"): readers,
@@ -150,9 +154,11 @@ MATRIX: dict[tuple[str, str], Callable[[str], str]] = {
     ("GET", "/open311/v2/requests.json"): anyone,
     ("POST", "/open311/v2/requests.json"): open311_post,
     ("GET", "/open311/v2/requests/{id}.json"): not_open311,
+    ("GET", "/department"): anyone,
 }
 ID_ROUTES = {f"{V1}/events/{{id}}", f"{V1}/events/{{id}}/units",
-             f"{V1}/events/{{id}}/{{action}}", f"{V1}/units/{{id}}/position"}
+             f"{V1}/events/{{id}}/{{action}}", f"{V1}/units/{{id}}/position",
+             *(f"{V1}/events/{{id}}/{a}" for a in ("transfer", *ANSWERS))}
 
 
 @dataclass
@@ -277,6 +283,8 @@ async def _rest(net: Net, method: str, path: str, who: str, ev: dict[str, Any],
         kw["json"] = {"lon": POINT_A[0] + 0.001, "lat": POINT_A[1]}
     elif path.endswith("/redeliver"):
         kw["json"] = {"from_seq": 1}
+    elif method == "POST" and path.rsplit("/", 1)[-1] in ("transfer", *ANSWERS):
+        kw["json"] = _action_body(path.rsplit("/", 1)[-1], ev)
     if path == "/ws":
         try:
             async with net.session.ws_connect(net.url.replace("http", "ws") + "/ws",
@@ -308,6 +316,10 @@ async def test_rest_cell(net: Net, method: str, path: str, who: str) -> None:
 def _action_body(action: str, ev: dict[str, Any]) -> dict[str, Any]:
     if action == "reassign":
         return {"unit": next(u for u in UNITS_A if u != ev["unit"])}
+    if action == "transfer":
+        return {"department": "d-a", "note": "移送 (walk)"}
+    if action in ANSWERS:
+        return {"note": "答复 (walk)"}
     return {}
 
 

@@ -27,6 +27,11 @@ BODIES: dict[str, tuple[dict[str, Any], Any]] = {
     "Action": ({}, validation.action_body),
     "Position": (dict(LOC), validation.position),
     "Redeliver": ({"from_seq": 5}, validation.redeliver_body),
+    # contract §8: transfer to another department and the department's answers
+    "Transfer": ({"department": "d-market", "note": "移送"},
+                 lambda b: validation.transfer_body("transfer", b)),
+    "Accept": ({}, lambda b: validation.transfer_body("accept", b)),
+    "Return": ({"note": "退回"}, lambda b: validation.transfer_body("return", b)),
 }
 
 
@@ -37,7 +42,8 @@ def _components() -> dict[str, Any]:
 def test_the_documented_request_bodies_are_generated_from_the_models():
     _, defs = msgspec.json.schema_components(schemas.REQUEST_BODIES,
                                              ref_template="#/components/schemas/{name}")
-    assert set(defs) == {"Intake", "Action", "Position", "Location", "Redeliver"}
+    assert set(defs) == {"Intake", "Action", "Position", "Location", "Redeliver", "Transfer",
+                         "Accept", "Return"}
     for name, schema in defs.items():
         assert _components()[name] == schema, name
     paths = DOCUMENT["paths"]
@@ -51,6 +57,12 @@ def test_the_documented_request_bodies_are_generated_from_the_models():
             ["application/json"]["schema"]["$ref"]}
     assert refs == {f"#/components/schemas/{n}"
                     for n in ("Intake", "Action", "Position", "Redeliver")}
+    for action, model in (("transfer", "Transfer"), ("accept", "Accept"), ("return", "Return")):
+        body = paths[f"/api/v1/events/{{id}}/{action}"]["post"]["requestBody"]
+        assert body["content"]["application/json"]["schema"]["$ref"] == \
+            f"#/components/schemas/{model}"
+    assert _components()["Transfer"]["required"] == ["department", "note"]
+    assert _components()["Return"]["required"] == ["note"]
     assert _components()["Intake"]["required"] == ["location", "category"]
     assert _components()["Position"]["required"] == ["lon", "lat"]
 
@@ -136,6 +148,12 @@ def test_the_coordinate_bounds_are_enforced_naming_the_field(model, prefix):
     ("Redeliver", {}, "from_seq"),
     ("Redeliver", {"from_seq": "5"}, "from_seq"),
     ("Redeliver", {"from_seq": 0}, "from_seq"),
+    ("Transfer", {"note": "移送"}, "department"),
+    ("Transfer", {"department": "d-market"}, "note"),
+    ("Transfer", {"department": "", "note": "移送"}, "department"),
+    ("Return", {}, "note"),
+    ("Return", {"note": " \t"}, "note"),
+    ("Accept", {"note": 5}, "note"),
 ])
 def test_a_shape_error_is_422_naming_the_path(model, body, field):
     with pytest.raises(validation.ApiError) as e:

@@ -47,9 +47,11 @@ def areas() -> Areas:
     return Areas(dataset())
 
 
-def who(role: str, region: str | None = None, unit: str | None = None) -> Principal:
-    return Principal(role=role, region=region, unit=unit, name=f"{role}:{region or unit}",
-                     digest=f"d-{role}-{region}-{unit}")
+def who(role: str, region: str | None = None, unit: str | None = None,
+        department: str | None = None) -> Principal:
+    return Principal(role=role, region=region, unit=unit,
+                     name=f"{role}:{region or unit or department}",
+                     digest=f"d-{role}-{region}-{unit}-{department}", department=department)
 
 
 def event(path: tuple[str, ...], unit: str | None) -> dict[str, Any]:
@@ -59,8 +61,11 @@ def event(path: tuple[str, ...], unit: str | None) -> dict[str, Any]:
 
 EVENTS = {
     "eA1": event(("A1g", "A1", "A", "C"), "uA1"),
-    "eA2": event(("A2", "A", "C"), "uA2"),
-    "eB1": event(("B1", "B", "C"), None),
+    # contract §8: eA2 went to dX, was returned and is now with dY; eB1 is with dX
+    "eA2": {**event(("A2", "A", "C"), "uA2"), "transferred_to": ["dX", "dY"],
+            "transfer": {"department": "dY"}},
+    "eB1": {**event(("B1", "B", "C"), None), "transferred_to": ["dX"],
+            "transfer": {"department": "dX"}},
 }
 
 # principal: (events read, events acted on, units, teams, regions on /regions,
@@ -86,6 +91,11 @@ TABLE: list[tuple[Principal, set[str], set[str], set[str], set[str], set[str], s
     (who("field", unit="uC"), set(), set(), {"uC"}, {"tC"}, ALL_REGIONS, set()),
     (who("field"), set(), set(), set(), set(), set(), set()),  # a field token without unit
     (who("intake"), set(), set(), set(), set(), set(), set()),
+    # a department reads every event ever transferred to it and nothing else
+    (who("department", department="dX"), {"eA2", "eB1"}, {"eA2", "eB1"}, set(), set(), set(),
+     set()),
+    (who("department", department="dY"), {"eA2"}, {"eA2"}, set(), set(), set(), set()),
+    (who("department"), set(), set(), set(), set(), set(), set()),  # without a department
 ]
 IDS = [p.name for p, *_ in TABLE]
 
@@ -125,7 +135,24 @@ RECORDS = [  # (after, before): a change, and a reassign that took the event fro
     (EVENTS["eB1"], {}),
     ({**EVENTS["eA2"], "unit": "uA2"}, {**EVENTS["eA2"], "unit": "uA1"}),
     ({**EVENTS["eB1"], "unit": None}, {**EVENTS["eB1"], "unit": "uB1"}),
+    ({**EVENTS["eA1"], "transferred_to": ["dY"]}, EVENTS["eA1"]),  # the transfer itself
 ]
+
+
+def test_only_the_department_holding_a_transfer_answers_it():
+    dx, dy = who("department", department="dX"), who("department", department="dY")
+    assert scope.holds_transfer(dx, EVENTS["eB1"]) and not scope.holds_transfer(
+        dx, EVENTS["eA2"])
+    assert scope.holds_transfer(dy, EVENTS["eA2"])
+    assert not scope.holds_transfer(who("operator"), EVENTS["eA2"])
+    for action in ("accept", "return"):
+        assert scope.may_take_action(dx, action) and not scope.may_take_action(
+            who("operator", "A"), action) and not scope.may_take_action(who("admin"), action)
+    for action in ("transfer", "cancel", "respond", "reassign"):
+        assert not scope.may_take_action(dx, action)
+    assert scope.may_take_action(who("operator", "A"), "transfer")
+    assert not scope.may_take_action(who("field", unit="uA1"), "transfer")
+    assert not scope.may_report_positions(dx)
 
 
 @pytest.mark.parametrize("p", [row[0] for row in TABLE], ids=IDS)

@@ -80,7 +80,8 @@ async def srv(tmp_path: Path):
                            limits={"auth_failures_burst": 2, "auth_failures_per_min": 1},
                            # a receiver that is never up: its deliveries stay pending
                            webhooks=[{"id": "wh-shape", "url": "http://127.0.0.1:9/hook",
-                                      "secret": "shape-secret"}])
+                                      "secret": "shape-secret"}],
+                           departments=[{"id": "d-market", "name": "市场监管局"}])
     yield s
     await s.session.close()
     await s.runner.cleanup()
@@ -203,6 +204,17 @@ async def test_every_answer_is_exactly_its_documented_shape(srv):
     assert ev_file["size"] == len(png)
     held = await call("GET", ev_path, "city", params={"id": a["id"]})
     assert [e["sha256"] for e in held["evidence"]] == [ev_file["sha256"]]
+    # -- a transfer to a department (contract §8): the event carries it, stats count it
+    deps = await call("GET", "/api/v1/departments", "city")
+    assert [d["id"] for d in deps["departments"]] == ["d-market"]
+    t = await call("POST", "/api/v1/events", "city", 201,
+                   json=intake_body(*point_in(srv, "331003", skip=2)))
+    t = await call("POST", act_path, "city", params={"id": t["id"], "action": "transfer"},
+                   json={"department": "d-market", "note": "移送市场监管"})
+    assert t["status"] == "transferred" and t["transfer"]["department"] == "d-market"
+    assert t["timer_state"] == "transferred"
+    st = await call("GET", "/api/v1/stats/response-times", "city")
+    assert [r["department"] for r in st["transfers"]] == ["d-market"]
     # -- a webhook's deliveries: every change above is pending (its receiver is down)
     dl = await call("GET", "/api/v1/webhooks/{id}/deliveries", params={"id": "wh-shape"})
     assert dl["pending"] or dl["retrying"]
@@ -242,7 +254,7 @@ def test_the_response_components_are_generated_from_the_shapes():
     # the names the paths (and schemathesis' links, tests, clients) use stay what they were
     named = {"Event", "EventSummary", "EventList", "Unit", "UnitList", "UnitPick",
              "EventUnits", "Categories", "Teams", "FeatureCollection", "Stats", "Me", "UI",
-             "Health", "Error", "Evidence", "Deliveries"}
+             "Health", "Error", "Evidence", "Deliveries", "Departments"}
     assert named == {s.__name__ for s in shapes.RESPONSES} and named <= refs
     event = SCHEMAS["Event"]
     assert set(event["required"]) == set(event["properties"])  # render sends every key
@@ -258,7 +270,7 @@ async def test_conforms_fails_when_the_renderer_and_the_shape_drift(server):
     _, ev = await server.call("POST", "/api/v1/events", "intake", json=intake_body(lon, lat))
     shapes.conforms(shapes.Event, ev)
     drifted: list[tuple[str, Any]] = [
-        ("a key the shape does not know", {**ev, "transfer": None}),
+        ("a key the shape does not know", {**ev, "archived_by": None}),
         ("missing required field `unit`",
          {**{k: v for k, v in ev.items() if k != "unit"}, "unit_id": ev["unit"]}),
         ("missing required field", {k: v for k, v in ev.items() if k != "version"}),
@@ -267,7 +279,7 @@ async def test_conforms_fails_when_the_renderer_and_the_shape_drift(server):
         ("a key the shape does not know",
          {**ev, "location": {**ev["location"], "alt": 3}}),
         ("Expected `str | null`, got `int` - at `$.created_at`", {**ev, "created_at": 1}),
-        ("Invalid enum value", {**ev, "status": "transferred"}),
+        ("Invalid enum value", {**ev, "status": "archived"}),
         ("Invalid enum value", {**ev, "timer_state": "late"}),
     ]
     for why, data in drifted:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 STATIC = ROOT / "static"
-PAGES = ("ops", "field", "supervisor")
+PAGES = ("ops", "field", "supervisor", "department")
 
 
 def test_pages_load_nothing_from_the_internet():
