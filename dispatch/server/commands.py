@@ -202,7 +202,7 @@ class Commands:
         (415 when its bytes are not of the declared type, 413 past the limit). The same
         file again on the same event → the existing entry, created False.
         """
-        if not scope.may_act_at_all(p):
+        if not scope.may_attach_evidence(p):
             raise forbid(f"a {p.role} token may not attach evidence")
         if not scope.evidence_attachable(p, self.readable_event(p, event_id)):
             raise no_event(event_id)

@@ -34,6 +34,7 @@ POSITION_ROLES = ("operator", "field", "admin")  # roles that report a unit's po
 FIELD_ACTIONS = ("respond", "depart", "arrive", "resolve")
 
 DOSSIER_ROLES = ("operator", "supervisor", "admin")  # who downloads an event's dossier
+EVIDENCE_ROLES = ("operator", "field", "admin")  # who attaches evidence (contract §8)
 
 # ("all", None) | ("region", id) | ("unit", id) | ("department", id)
 Audience = tuple[str, str | None]
@@ -134,10 +135,16 @@ def may_take_action(p: Principal, action: str) -> bool:
 
 
 # -- evidence (contract §8) -------------------------------------------------------------------
+def may_attach_evidence(p: Principal) -> bool:
+    """Roles that attach evidence at all (contract §8: the assigned unit, an operator in
+    scope; and an admin); a supervisor, intake or department token gets 403 whatever the id."""
+    return p.role in EVIDENCE_ROLES
+
+
 def evidence_attachable(p: Principal, ev: Mapping[str, Any]) -> bool:
     """Who attaches evidence to an event: the unit it is assigned to (its field token), an
-    operator whose region holds it, or an admin (``event_actable``)."""
-    return event_actable(p, ev)
+    operator whose region holds it, or an admin."""
+    return may_attach_evidence(p) and event_visible(p, ev)
 
 
 def evidence_readable(p: Principal, events: Iterable[Mapping[str, Any]]) -> bool:

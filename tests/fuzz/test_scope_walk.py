@@ -121,6 +121,26 @@ def admin_only(who: str) -> str:
 WEBHOOK = "wh-walk"  # configured in ``net`` (its receiver is never up)
 
 
+def attach_cell(who: str) -> str:
+    """Evidence upload (contract §8): the assigned unit, an operator in scope, an admin."""
+    if who in OPERATORS or who == "field-own":
+        return "ok"
+    if who in ("intake", *SUPERVISORS, *DEPARTMENTS):
+        return "role"
+    return "scope"  # op-b, field-other
+
+
+def dossier_cell(who: str) -> str:
+    """The dossier: operators, supervisors, admins, for the events they read."""
+    if who.startswith("field") or who in ("intake", *DEPARTMENTS):
+        return "role"
+    return "ok" if who in IN_SCOPE else "scope"
+
+
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64  # what an evidence upload of the walk sends
+UNKNOWN_SHA = "0" * 64
+
+
 # (method, route as the router names it) → how every role fares against E.
 MATRIX: dict[tuple[str, str], Callable[[str], str]] = {
     ("POST", f"{V1}/events"): create_cell,
@@ -155,10 +175,15 @@ MATRIX: dict[tuple[str, str], Callable[[str], str]] = {
     ("POST", "/open311/v2/requests.json"): open311_post,
     ("GET", "/open311/v2/requests/{id}.json"): not_open311,
     ("GET", "/department"): anyone,
+    ("POST", f"{V1}/events/{{id}}/evidence"): attach_cell,
+    ("GET", f"{V1}/events/{{id}}/dossier"): dossier_cell,
+    ("GET", f"{V1}/evidence/{{sha256}}"): read_cell,  # whoever reads an event carrying it
 }
 ID_ROUTES = {f"{V1}/events/{{id}}", f"{V1}/events/{{id}}/units",
              f"{V1}/events/{{id}}/{{action}}", f"{V1}/units/{{id}}/position",
-             *(f"{V1}/events/{{id}}/{a}" for a in ("transfer", *ANSWERS))}
+             *(f"{V1}/events/{{id}}/{a}" for a in ("transfer", *ANSWERS)),
+             f"{V1}/events/{{id}}/evidence", f"{V1}/events/{{id}}/dossier",
+             f"{V1}/evidence/{{sha256}}"}
 
 
 @dataclass
@@ -271,6 +296,8 @@ def _path(path: str, ev: dict[str, Any], target: str | None = None) -> str:
         return path.replace("{id}", target or ev["unit"])
     if path.startswith(f"{V1}/webhooks/"):
         return path.replace("{id}", target or WEBHOOK)
+    if "{sha256}" in path:  # the file attached to E (``_rest``), or an unknown hash
+        return path.replace("{sha256}", UNKNOWN_SHA if target else ev["evidence"][0]["sha256"])
     return path.replace("{id}", target or ev["id"])
 
 
@@ -285,6 +312,13 @@ async def _rest(net: Net, method: str, path: str, who: str, ev: dict[str, Any],
         kw["json"] = {"from_seq": 1}
     elif method == "POST" and path.rsplit("/", 1)[-1] in ("transfer", *ANSWERS):
         kw["json"] = _action_body(path.rsplit("/", 1)[-1], ev)
+    elif path.endswith("/evidence"):
+        kw["data"], kw["headers"] = PNG, {"Content-Type": "image/png"}
+    elif "{sha256}" in path and not ev.get("evidence"):  # E carries a file (admin's upload)
+        status, entry = await net.call("POST", f"{V1}/events/{ev['id']}/evidence", "admin",
+                                       data=PNG, headers={"Content-Type": "image/png"})
+        assert status in (200, 201), entry
+        ev["evidence"] = [entry]
     if path == "/ws":
         try:
             async with net.session.ws_connect(net.url.replace("http", "ws") + "/ws",
@@ -302,8 +336,10 @@ async def test_rest_cell(net: Net, method: str, path: str, who: str) -> None:
         expect = MATRIX[(method, path)](who)
         status, body = await _rest(net, method, path, who, ev)
         unknown = None
-        real = ev["unit"] if "/units/" in path else ev["id"]
-        unknown_id = UNKNOWN_UNIT if "/units/" in path else UNKNOWN_EVENT
+        real = (ev["unit"] if "/units/" in path else ev["evidence"][0]["sha256"]
+                if "{sha256}" in path else ev["id"])
+        unknown_id = (UNKNOWN_UNIT if "/units/" in path else UNKNOWN_SHA
+                      if "{sha256}" in path else UNKNOWN_EVENT)
         if path in ID_ROUTES and who not in IN_SCOPE:
             unknown = await _rest(net, method, path, who, ev, unknown_id)
         _judge(expect, status, body, unknown, real, unknown_id)
