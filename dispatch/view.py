@@ -13,10 +13,14 @@ snapshot labelled with it shows exactly that state.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 from dispatch.core.engine import Engine, EventTable
 from dispatch.core.records import Record, fold, state_at
+
+# The region path an event carries (the regions it lies within, most specific first).
+REGION_KEYS = ("grid", "township", "county", "city")
 
 
 class CommittedView(EventTable):
@@ -26,6 +30,30 @@ class CommittedView(EventTable):
     def __init__(self) -> None:
         super().__init__({})
         self.last_seq = 0
+        # region id → its open events (ids, in creation order): a township operator's
+        # snapshot reads its own, not every open event of the city
+        self._open_in: dict[str, dict[str, None]] = {}
+
+    def open_events_in(self, region: str) -> Iterator[dict[str, Any]]:
+        """The open events lying within ``region`` (on their region path)."""
+        return (self._events[e] for e in list(self._open_in.get(region, ())))
+
+    def _place(self, ev: dict[str, Any]) -> None:
+        old = self._events.get(ev["id"])
+        super()._place(ev)
+        eid, is_open = ev["id"], ev["id"] in self._open
+        if old is not None:  # a region it left (never, today: the location is fixed)
+            for k in REGION_KEYS:
+                r = old.get(k)
+                if isinstance(r, str) and (not is_open or ev.get(k) != r):
+                    held = self._open_in.get(r)
+                    if held is not None:
+                        held.pop(eid, None)
+        if is_open:
+            for k in REGION_KEYS:
+                r = ev.get(k)
+                if isinstance(r, str):
+                    self._open_in.setdefault(r, {}).setdefault(eid, None)
 
     def reset(self, engine: Engine) -> None:
         """Start from ``engine``, which must hold only durable records (after replay)."""
@@ -33,6 +61,7 @@ class CommittedView(EventTable):
         self._events.clear()
         self._open.clear()
         self._busy.clear()
+        self._open_in.clear()
         for ev in engine.events():
             self._place(ev)
 

@@ -24,8 +24,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from dispatch.core.lifecycle import ANSWERS
+from dispatch.view import REGION_KEYS
 
-EVENT_PATH_KEYS = ("grid", "township", "county", "city")
+EVENT_PATH_KEYS = REGION_KEYS  # the region path of an event (dispatch.view)
 ACTING_ROLES = ("operator", "field", "department", "admin")  # roles that act on events
 READING_ROLES = ("operator", "supervisor", "field", "department", "admin")  # read events
 STATS_ROLES = ("operator", "supervisor", "admin")
@@ -66,6 +67,21 @@ def sees_all(p: Principal) -> bool:
 def event_in_region(ev: Mapping[str, Any], region: str) -> bool:
     """Whether ``region`` is on the event's region path (the event lies within it)."""
     return any(ev.get(k) == region for k in EVENT_PATH_KEYS)
+
+
+def region_bound(p: Principal, narrow: str | None = None) -> str | None:
+    """A region holding every event ``p`` may see (narrowed to ``narrow``), so a reader can
+    look only at that region's events before ``event_visible``; None when there is none."""
+    if narrow is not None:
+        return narrow
+    if p.role in ("operator", "supervisor") and p.region is not None:
+        return p.region
+    return None
+
+
+def unit_bound(p: Principal) -> str | None:
+    """The unit whose events are all ``p`` may see (a field token's), else None."""
+    return p.unit if p.role == "field" else None
 
 
 def event_visible(p: Principal, ev: Mapping[str, Any]) -> bool:

@@ -15,7 +15,7 @@ import contextlib
 import logging
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -70,7 +70,17 @@ def snapshot(state: State, p: Principal, seq: int, narrow: str | None) -> bytes:
     """
     rt, now = state.runtime, state.clock.now()
     events = []
-    for ev in rt.view.open_events():
+    # look only where p's events can be: its region's open events, or its unit's one (a unit
+    # is busy on at most one open event); everything else reads them all
+    bound, unit = scope.region_bound(p, narrow), scope.unit_bound(p)
+    if bound is not None:
+        candidates: Iterable[dict[str, Any]] = rt.view.open_events_in(bound)
+    elif unit is not None:
+        on = rt.view.busy_units().get(unit)
+        candidates = [] if on is None else [rt.view.get(on)]
+    else:
+        candidates = rt.view.open_events()
+    for ev in candidates:
         if scope.event_visible(p, ev) and (narrow is None or scope.event_in_region(ev, narrow)):
             out = _render(state, ev)
             if out is not None:
