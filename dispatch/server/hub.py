@@ -27,6 +27,7 @@ import logging
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any, Protocol
 
 import orjson
@@ -52,6 +53,10 @@ DIRECT_WRITE_LIMIT = 64 * 1024
 CLOSE_GRACE_S = 5.0  # a client being closed that still does not read is then cut off
 QUEUE_BYTES_PER_SLOT = 2048  # ws.queue_size (a count, kept for old configs) → a byte bound
 BAD_RECORDS_REMEMBERED = 10_000
+# The newest published records, with their message once encoded: a socket catching up (its
+# snapshot went out while changes were published, or it reconnects with ?since=) reads them
+# here instead of the journal, and every one of them shares one rendering per record.
+RECENT_MAX = 4096
 
 
 def queue_bytes(ws_config: Any) -> int:
@@ -188,6 +193,7 @@ class Hub:
         self.disconnected_revoked = 0
         self.skipped_records = 0
         self._bad_seqs: set[int] = set()
+        self._recent: deque[list[Any]] = deque(maxlen=RECENT_MAX)  # [seq, record, bytes|None]
 
     # -- registration ---------------------------------------------------------------------
     def add(self, client: Client) -> Callable[[], None]:
@@ -236,6 +242,24 @@ class Hub:
                               rec.seq, rec.action)
             return None
 
+    def recent(self, after: int, upto: int) -> list[tuple[Record, bytes | None]] | None:
+        """The published records ``after < seq <= upto`` with their messages (encoded now
+        when no socket needed them at publish time), or None when they are not all still
+        held (then read the journal). A message is the one live sockets got for it."""
+        held = self._recent
+        if not held or upto <= after:
+            return None if not held else []
+        first = held[0][0]
+        if after + 1 < first or held[-1][0] < upto:
+            return None
+        span = list(islice(held, after + 1 - first, upto + 1 - first))
+        if len(span) != upto - after or span[0][0] != after + 1 or span[-1][0] != upto:
+            return None  # not contiguous (never expected): the journal decides
+        for entry in span:
+            if entry[2] is None:
+                entry[2] = self.encode_record(entry[1])
+        return [(entry[1], entry[2]) for entry in span]
+
     def _members(self, audiences: set[Audience]) -> set[Client]:
         out: set[Client] = set()
         for key in audiences:
@@ -255,11 +279,13 @@ class Hub:
         the rest of the batch is still delivered.
         """
         for rec in records:
+            entry: list[Any] = [rec.seq, rec, None]
+            self._recent.append(entry)
             ev = rec.after
             targets = self.recipients(ev, rec.before or {})
             if not targets:
                 continue
-            data = self.encode_record(rec)
+            data = entry[2] = self.encode_record(rec)
             if data is None:
                 continue
             frame = text_frame(data)

@@ -63,3 +63,36 @@ async def test_snapshot_reads_only_where_the_callers_events_are(server):
             assert snapshot_ids(state, p, narrow) == want, (p, narrow)
             seen_any = seen_any or bool(want)
     assert seen_any
+
+
+async def test_catch_up_from_the_recent_records_says_what_the_journal_says(server):
+    """A socket catching up reads the hub's newest published records (each rendered once for
+    all) instead of the journal; what it gets is what the journal would have given it."""
+    for k in range(6):
+        status, ev = await server.call("POST", "/api/v1/events", "intake",
+                                       json=intake_body(*point_in(server, "331003", skip=k)))
+        assert status == 201, ev
+    await server.call("POST", f"/api/v1/events/{ev['id']}/escalate", "city", json={})
+    state = server.state
+    upto = state.runtime.view.last_seq
+    p = Principal(role="operator", region="331003", unit=None, name="o", digest="o" * 64)
+    assert state.hub.recent(0, upto) is not None  # all still held
+
+    async def messages(since: int) -> list[dict[str, Any]]:
+        out = [json.loads(b) async for b in ws.catch_up(state, p, since, upto)]
+        for m in out:
+            m.pop("server_time")  # the journal's are rendered now, the held ones at publish
+        return out
+
+    held = await messages(0)
+    hub_recent = state.hub.recent
+    state.hub.recent = lambda after, upto: None  # type: ignore[method-assign]
+    try:
+        from_journal = await messages(0)
+    finally:
+        state.hub.recent = hub_recent  # type: ignore[method-assign]
+    assert [m["seq"] for m in held] == list(range(1, upto + 1))
+    assert held == from_journal
+    two = state.hub.recent(upto - 2, upto)
+    assert two is not None and [r.seq for r, _ in two] == [upto - 1, upto]
+    assert state.hub.recent(upto, upto + 5) is None  # not published yet: the journal decides
