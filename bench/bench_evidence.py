@@ -15,7 +15,6 @@ re-hashes every file and the journal's chain up to the event).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 import statistics
@@ -30,7 +29,17 @@ import websockets
 import yaml
 
 from bench.bench_server import free_port, start_server, stop_server, wait_up
-from bench.report import Headline, Section, Step, load_note, machine, md_table, no_step, percentile
+from bench.report import (
+    Headline,
+    Section,
+    Step,
+    load_note,
+    machine,
+    md_table,
+    module_main,
+    no_step,
+    percentile,
+)
 from geo import DEMO_DIR
 
 OPERATOR, INTAKE = "bench-city-operator", "bench-intake-token"
@@ -265,9 +274,4 @@ def run(quick: bool, step: Step = no_step) -> list[Section]:
 
 
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true")
-    args = ap.parse_args()
-    res = asyncio.run(collect(args.quick))
-    print(md_table(table(res)))
-    print(res["note"])
+    module_main(run)

@@ -20,7 +20,6 @@ ceilings: see the text written to docs/performance.md (``## Redis``).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 import signal
@@ -37,14 +36,13 @@ import websockets
 import yaml
 
 from bench.report import (
-    PERF_DOC,
     Headline,
     Section,
     Step,
     machine,
+    module_main,
     no_step,
     percentile,
-    update_section,
 )
 from geo import DEMO_DIR
 
@@ -390,16 +388,5 @@ def render(r: dict[str, Any], quick: bool) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--no-write", action="store_true", help="do not touch docs/performance.md")
-    a = ap.parse_args()
-    sec = run(a.quick, lambda s: print(s, flush=True))
-    print(sec.body)
-    if not a.no_write:
-        update_section(PERF_DOC, sec.title, sec.body)
-
-
 if __name__ == "__main__":
-    main()
+    module_main(run)

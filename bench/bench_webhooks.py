@@ -20,7 +20,6 @@ All processes share the machine's cores, so these are floors.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import datetime as dt
 import os
@@ -38,15 +37,14 @@ import yaml
 from aiohttp import web
 
 from bench.report import (
-    PERF_DOC,
     Headline,
     Section,
     Step,
     machine,
     md_table,
+    module_main,
     no_step,
     percentile,
-    update_section,
 )
 from geo import DEMO_DIR
 
@@ -242,16 +240,5 @@ def run(quick: bool, step: Step = no_step) -> Section:
     return Section("Webhooks", render(r, quick), headlines(r))
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--no-write", action="store_true", help="do not touch docs/performance.md")
-    a = ap.parse_args()
-    sec = run(a.quick, lambda s: print(s, flush=True))
-    print(sec.body)
-    if not a.no_write:
-        update_section(PERF_DOC, sec.title, sec.body)
-
-
 if __name__ == "__main__":
-    main()
+    module_main(run)

@@ -9,6 +9,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 
 def cpu_model() -> str:
@@ -60,6 +61,22 @@ def update_section(doc: Path, title: str, body: str) -> None:
         old.rstrip() + "\n\n" + new_section)
     doc.parent.mkdir(parents=True, exist_ok=True)
     doc.write_text(text, encoding="utf-8")
+
+
+def module_main(run: Callable[..., Any]) -> None:
+    """``python -m bench.bench_X [--quick] [--no-write]`` for a module whose ``run(quick,
+    step)`` gives its section(s): print them, and replace them in docs/performance.md."""
+    import argparse
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="smaller sizes")
+    ap.add_argument("--no-write", action="store_true", help="do not touch docs/performance.md")
+    a = ap.parse_args()
+    out = run(a.quick, lambda s: print(s, flush=True))
+    for sec in out if isinstance(out, list) else [out]:
+        print(f"## {sec.title}\n\n{sec.body}\n")
+        if not a.no_write:
+            update_section(PERF_DOC, sec.title, sec.body)
 
 
 # --- the one benchmark command (python -m bench) -----------------------------------------
