@@ -146,8 +146,13 @@ class SentinelSet:
         return next(n for n in [self.master, *self.replicas] if n.port == port)
 
     def connected_replicas(self, port: int) -> int:
+        """Replicas of the node at ``port`` that are online: connected *and* done with their
+        initial sync (a replica still loading the master's RDB is connected but cannot
+        acknowledge a WAIT yet)."""
         with _conn(port) as c:
-            return int(c.info("replication").get("connected_slaves", 0))
+            info = c.info("replication")
+        return sum(1 for k, v in info.items()
+                   if k.startswith("slave") and isinstance(v, dict) and v.get("state") == "online")
 
     def wait_replicas(self, n: int, port: int | None = None, timeout: float = 20) -> None:
         """Until the master (or the node at ``port``) has ``n`` replicas online."""
