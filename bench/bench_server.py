@@ -292,10 +292,14 @@ def stop_server(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
-async def wait_up(url: str, timeout: float = 60) -> None:
+async def wait_up(url: str, timeout: float = 60,
+                  proc: subprocess.Popen[bytes] | None = None) -> None:
+    """Until ``url``'s /healthz answers 200; RuntimeError when ``proc`` exits first."""
     end = time.monotonic() + timeout
     async with aiohttp.ClientSession() as s:
         while time.monotonic() < end:
+            if proc is not None and proc.poll() is not None:
+                raise RuntimeError("the server exited")
             try:
                 async with s.get(url + "/healthz") as r:
                     if r.status == 200:

@@ -36,6 +36,7 @@ import orjson
 import yaml
 from aiohttp import web
 
+from bench.bench_server import wait_up
 from bench.report import (
     Headline,
     Section,
@@ -110,22 +111,6 @@ def write_config(tmp: Path, hook_url: str) -> Path:
     return path
 
 
-async def wait_up(url: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    end = time.monotonic() + timeout
-    async with aiohttp.ClientSession() as s:
-        while time.monotonic() < end:
-            if proc.poll() is not None:
-                raise RuntimeError("the server exited")
-            try:
-                async with s.get(url + "/healthz") as r:
-                    if r.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.1)
-    raise RuntimeError(f"{url} did not come up")
-
-
 async def post_events(url: str, n: int, tag: str, rate: float | None,
                       concurrency: int = 32) -> int:
     """``n`` intakes: open loop at ``rate`` per second, or as fast as ``concurrency`` allows."""
@@ -176,7 +161,7 @@ async def collect(quick: bool, step: Step) -> dict[str, Any]:
             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             start_new_session=True)
         try:
-            await wait_up(url, proc)
+            await wait_up(url, proc=proc)
             step(f"webhooks: a backlog of {backlog} messages")
             rx.down = True
             assert await post_events(url, backlog, "backlog", None) == backlog

@@ -27,7 +27,7 @@ import hashlib
 import math
 import os
 import zoneinfo
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -476,22 +476,24 @@ def _finite_numbers(raw: dict[str, Any], model: Settings) -> None:
     walk(raw, [])
 
 
-def _unique_category_ids(raw: dict[str, Any], model: Settings) -> None:
+def _unique_ids(items: Iterable[Any], section: str, what: str) -> None:
+    """Each entry of ``section`` has an ``id`` no earlier entry has (the error names it)."""
     seen: set[str] = set()
-    for i, c in enumerate(model.categories):
-        if c.id in seen:
-            raise ConfigError(f"categories[{i}].id", f"duplicate category {c.id!r}")
-        seen.add(c.id)
+    for i, item in enumerate(items):
+        if item.id in seen:
+            raise ConfigError(f"{section}[{i}].id", f"duplicate {what} {item.id!r}")
+        seen.add(item.id)
+
+
+def _unique_category_ids(raw: dict[str, Any], model: Settings) -> None:
+    _unique_ids(model.categories, "categories", "category")
 
 
 def _departments(raw: dict[str, Any], model: Settings) -> None:
     """Unique ids; a ``webhook`` names an entry of ``webhooks``."""
-    seen: set[str] = set()
+    _unique_ids(model.departments, "departments", "department")
     hooks = {h.id for h in model.webhooks}
     for i, d in enumerate(model.departments):
-        if d.id in seen:
-            raise ConfigError(f"departments[{i}].id", f"duplicate department {d.id!r}")
-        seen.add(d.id)
         if d.webhook is not None and d.webhook not in hooks:
             raise ConfigError(f"departments[{i}].webhook",
                               f"names no entry of webhooks: {d.webhook!r}")
@@ -513,11 +515,8 @@ def _known_timezone(raw: dict[str, Any], model: Settings) -> None:
 
 def _webhooks(raw: dict[str, Any], model: Settings) -> None:
     """Unique ids, http(s) URLs with a host, and retry_max_s not under retry_initial_s."""
-    seen: set[str] = set()
+    _unique_ids(model.webhooks, "webhooks", "webhook")
     for i, h in enumerate(model.webhooks):
-        if h.id in seen:
-            raise ConfigError(f"webhooks[{i}].id", f"duplicate webhook {h.id!r}")
-        seen.add(h.id)
         parts = urlsplit(h.url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ConfigError(f"webhooks[{i}].url",
