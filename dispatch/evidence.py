@@ -22,7 +22,7 @@ import hashlib
 import os
 import re
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -187,9 +187,3 @@ class EvidenceStore:
         except OSError as exc:
             return f"cannot be read ({exc.strerror})"
         return None if h.hexdigest() == sha256 else "does not match its SHA-256"
-
-    def read_chunks(self, sha256: str) -> Iterator[bytes]:
-        """The file's bytes in chunks (``FileNotFoundError`` when it is missing)."""
-        with open(self.path(sha256), "rb") as f:
-            yield from iter(lambda: f.read(CHUNK * 4), b"")
-
