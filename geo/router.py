@@ -119,6 +119,9 @@ class Router:
             self._resolved[rid] = self._resolve(rid)
         self._where_cache: dict[str, tuple[list[str], dict[str, str], tuple[str, str]]] = {}
         self._zone_step = {z.id: self._zone_text(z.id) for z in zs}
+        # (zones hit, level, regions hit) → the answer without its point (see ``locate``);
+        # bounded by the data set: each grid cell, township, … with the zones over it
+        self._made: dict[tuple[tuple[int, ...], str, tuple[str, ...]], Route] = {}
 
     # -- static resolution ------------------------------------------------------------------
     def region_team(self, rid: str) -> str | None:
@@ -222,20 +225,36 @@ class Router:
         """Route a WGS84 point (contract §2); raise ``OutsideJurisdictionError`` if beyond reach.
 
         Raises ``geo.coords.CoordinateError`` for NaN, infinite or out-of-range input.
+        Everything but the point itself depends only on which geometries hold it, so the
+        answer for each (zones hit, region hit) pair is built once and reused (a point snapped
+        to a township is built every time: its distance is part of the answer).
         """
         x, y = validate(lon, lat)
         pt = shapely.points(np.array(((x, y),)))  # a 1-element array, as the tree wants
-        zhits = self.zone_level.hits(pt, x, y) if self.zone_level.ids else []
+        zhits = tuple(self.zone_level.hits(pt, x, y)) if self.zone_level.ids else ()
         level, ties = self._find_region(pt, x, y)
-        steps: list[dict[str, str]] = []
+        if level is not None:
+            key = (zhits, level, tuple(ties))
+            made = self._made.get(key)
+            if made is None:
+                made = self._made[key] = self._answer(x, y, list(zhits), level, ties, None)
+            expl = dict(made.explanation)
+            expl["point"] = [x, y]
+            return Route(made.team, made.team_level, made.grid,
+                         made.township, made.county, made.city, made.zone, None, expl)
         snapped = None
-        if level is None:
-            tw, dist = self.nearest_township(x, y)
-            if tw is None or dist > self.snap_m:
-                if not zhits:
-                    raise OutsideJurisdictionError(dist, self.snap_m)
-            else:
-                level, ties, snapped = "township", [tw], dist
+        tw, dist = self.nearest_township(x, y)
+        if tw is None or dist > self.snap_m:
+            if not zhits:
+                raise OutsideJurisdictionError(dist, self.snap_m)
+        else:
+            level, ties, snapped = "township", [tw], dist
+        return self._answer(x, y, list(zhits), level, ties, snapped)
+
+    def _answer(self, x: float, y: float, zhits: list[int], level: str | None,
+                ties: list[str], snapped: float | None) -> Route:
+        """The route and its explanation once the geometries holding the point are known."""
+        steps: list[dict[str, str]] = []
         rid = ties[0] if ties else None
         ds = self.dataset
         path, by_level, where = self._where(rid, level) if rid else ([], {}, None)
