@@ -14,9 +14,9 @@ snapshot labelled with it shows exactly that state.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import Any
 
 from dispatch.core.engine import Engine, EventTable
+from dispatch.core.event import Event
 from dispatch.core.records import Record, fold, state_at
 
 # The region path an event carries (the regions it lies within, most specific first).
@@ -34,11 +34,11 @@ class CommittedView(EventTable):
         # snapshot reads its own, not every open event of the city
         self._open_in: dict[str, dict[str, None]] = {}
 
-    def open_events_in(self, region: str) -> Iterator[dict[str, Any]]:
+    def open_events_in(self, region: str) -> Iterator[Event]:
         """The open events lying within ``region`` (on their region path)."""
         return (self._events[e] for e in list(self._open_in.get(region, ())))
 
-    def _place(self, ev: dict[str, Any]) -> None:
+    def _place(self, ev: Event) -> None:
         old = self._events.get(ev["id"])
         super()._place(ev)
         eid, is_open = ev["id"], ev["id"] in self._open

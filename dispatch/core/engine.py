@@ -30,6 +30,7 @@ import orjson
 from dispatch.core import lifecycle as lc
 from dispatch.core.deadlines import Deadline, DeadlineBook
 from dispatch.core.errors import IllegalTransitionError, InvalidActionError, NotFoundError
+from dispatch.core.event import Event, Evidence, TimelineEntry
 from dispatch.core.lifecycle import CLOCKED_STATUSES, OPEN_STATUSES, STAGE_DONE, STAGES
 from dispatch.core.policy import Policy, TimerWindows
 from dispatch.core.records import APPEND_ONLY, Record, fold
@@ -52,7 +53,7 @@ class Outcome:
     """What a command did: the event now, the new (not yet stored) records, and the effect
     on the deadline book: each touched event's live deadlines after the change."""
 
-    event: dict[str, Any] | None
+    event: Event | None
     records: list[Record] = field(default_factory=list)
     created: bool = False
     noop: bool = False
@@ -65,7 +66,7 @@ def _deadline(fields: tuple[str, str, float]) -> Deadline:
     return tuple.__new__(Deadline, fields)
 
 
-def live_deadlines(ev: Mapping[str, Any]) -> Deadlines:
+def live_deadlines(ev: Event) -> Deadlines:
     """The warnings and breaches still to come for ``ev``, earliest stage first.
 
     1/3/15: a dispatched event on the clock has a warning and a breach per stage not yet
@@ -77,13 +78,15 @@ def live_deadlines(ev: Mapping[str, Any]) -> Deadlines:
     fired = ev["fired"]
     out: list[Deadline] = []
     for s in STAGES:
-        if ev[STAGE_DONE[s]] is not None or ev["deadlines"].get(s) is None:
+        due = ev["deadlines"].get(s)
+        if ev[STAGE_DONE[s]] is not None or due is None:
             continue
         if f"{s}:breach" in fired:
             continue
-        if f"{s}:warn" not in fired:
-            out.append(_deadline((s, "warn", float(ev["warn_at"][s]))))
-        out.append(_deadline((s, "breach", float(ev["deadlines"][s]))))
+        warn = ev["warn_at"].get(s)
+        if f"{s}:warn" not in fired and warn is not None:
+            out.append(_deadline((s, "warn", float(warn))))
+        out.append(_deadline((s, "breach", float(due))))
     return tuple(out)
 
 
@@ -125,23 +128,23 @@ class EventTable:
     share."""
 
     def __init__(self, busy: dict[str, str]) -> None:
-        self._events: dict[str, dict[str, Any]] = {}
+        self._events: dict[str, Event] = {}
         self._open: dict[str, None] = {}
         self._busy = busy
         self._busy_view = MappingProxyType(busy)
 
-    def get(self, event_id: str) -> dict[str, Any]:
+    def get(self, event_id: str) -> Event:
         """The event's state (read-only); ``NotFoundError`` if unknown."""
         try:
             return self._events[event_id]
         except KeyError:
             raise NotFoundError(f"no event {event_id!r}") from None
 
-    def events(self) -> Iterator[dict[str, Any]]:
+    def events(self) -> Iterator[Event]:
         """Every event, in creation order."""
         return iter(list(self._events.values()))
 
-    def open_events(self) -> Iterator[dict[str, Any]]:
+    def open_events(self) -> Iterator[Event]:
         """Events not yet resolved or cancelled."""
         return (self._events[e] for e in list(self._open))
 
@@ -149,17 +152,17 @@ class EventTable:
         """Units assigned to open events: unit id → event id (a live read-only view)."""
         return self._busy_view
 
-    def _place(self, ev: dict[str, Any]) -> None:
+    def _place(self, ev: Event) -> None:
         """Make ``ev`` the event's state and move the open set and busy units with it."""
         eid = ev["id"]
         old = self._events.get(eid)
         self._events[eid] = ev
-        if old is not None and old.get("unit") and self._busy.get(old["unit"]) == eid:
-            del self._busy[old["unit"]]
+        if old is not None and (was := old["unit"]) and self._busy.get(was) == eid:
+            del self._busy[was]
         if ev["status"] in OPEN_STATUSES:
             self._open[eid] = None
-            if ev.get("unit") and ev["status"] in CLOCKED_STATUSES:
-                self._busy[ev["unit"]] = eid
+            if (unit := ev["unit"]) and ev["status"] in CLOCKED_STATUSES:
+                self._busy[unit] = eid
         else:
             self._open.pop(eid, None)
 
@@ -181,7 +184,7 @@ class Engine(EventTable):
         self._book = DeadlineBook()
         self._live: dict[str, Deadlines] = {}  # event id → its live deadlines (non-empty)
         # undo log of the records this engine made: (seq, event id, state before, counter)
-        self._undo: deque[tuple[int, str, dict[str, Any] | None, int]] = deque(
+        self._undo: deque[tuple[int, str, Event | None, int]] = deque(
             maxlen=UNDO_MAX)
 
     # -- queries (get, events, open_events, busy_units: EventTable) --------------------------
@@ -199,7 +202,7 @@ class Engine(EventTable):
         head = self._book.head()
         return None if head is None else head[0]
 
-    def _outcome(self, event: dict[str, Any] | None, records: list[Record],
+    def _outcome(self, event: Event | None, records: list[Record],
                  created: bool = False) -> Outcome:
         dls = {r.event_id: self._live.get(r.event_id, NO_DEADLINES) for r in records}
         return Outcome(event, records, created=created, deadlines=dls)
@@ -207,7 +210,7 @@ class Engine(EventTable):
     # -- commands ---------------------------------------------------------------------------
     def create(self, fields: dict[str, Any], actor: str, now: float,
                idempotency_key: str | None = None,
-               may_read: Callable[[dict[str, Any]], bool] | None = None) -> Outcome:
+               may_read: Callable[[Event], bool] | None = None) -> Outcome:
         """Intake: route, dispatch at once if a team is found, start the 1/3/15 clocks.
 
         Duplicates belong to the caller (contract §3): ``fields["caller"]`` (an opaque id of
@@ -228,7 +231,7 @@ class Engine(EventTable):
         loc = fields["location"]
         route = self.routing.route(loc["lon"], loc["lat"])
         eid = f"E{self._counter + 1:07d}"
-        ev: dict[str, Any] = {
+        ev: Event = {
             "id": eid, "status": "new", "tier": None, "category": cat.id,
             "description": fields.get("description", ""), "source": fields.get("source"),
             "priority": cat.priority if fields.get("priority") is None else fields["priority"],
@@ -278,10 +281,8 @@ class Engine(EventTable):
         new = _copy(ev)
         new["status"] = status
         extra: dict[str, Any] | None = None
-        entry: dict[str, Any] = {}
         if action in lc.TRANSFER_ACTIONS:
             extra = self._transfer_step(new, action, t, actor, note, department)
-            entry = {"department": extra["department"]}
         elif action in STAGE_DONE or action in ("resolve", "cancel"):
             new[lc.STEP_FIELD[action]] = t
             extra = self._complete(new, action, t)
@@ -293,8 +294,11 @@ class Engine(EventTable):
         else:  # reassign
             if not self._reassign(new, now, actor, unit, team):
                 return Outcome(ev, [], noop=True)
-        new["timeline"].append(
-            {**_entry(t, now, lc.PAST[action], actor, ev["status"], status, note), **entry})
+        entry = _entry(t, now, lc.PAST[action], actor, ev["status"], status, note)
+        if action in lc.TRANSFER_ACTIONS:
+            assert extra is not None
+            entry["department"] = extra["department"]
+        new["timeline"].append(entry)
         rec = self._record(new, ev, lc.PAST[action], actor, t, now, note, extra)
         return self._outcome(new, [rec])
 
@@ -321,14 +325,15 @@ class Engine(EventTable):
             raise InvalidActionError(
                 f"taken_at is {t - now:.1f} s in the future (max skew "
                 f"{self.policy.max_skew_s} s)", "taken_at")
-        entry = {"id": f"{event_id}-{len(held) + 1}", "sha256": file["sha256"],
+        entry: Evidence = {"id": f"{event_id}-{len(held) + 1}", "sha256": file["sha256"],
                  "size": int(file["size"]), "type": file["type"], "name": file["name"],
                  "at": t, "received_at": now, "actor": actor}
         new = _copy(ev)
         new["evidence"].append(entry)
         action = lc.PAST[lc.ATTACH]
-        new["timeline"].append({**_entry(t, now, action, actor, ev["status"], ev["status"],
-                                         entry["name"]), "evidence": entry["sha256"]})
+        step = _entry(t, now, action, actor, ev["status"], ev["status"], entry["name"])
+        step["evidence"] = entry["sha256"]
+        new["timeline"].append(step)
         rec = self._record(new, ev, action, actor, t, now, None,
                            {"evidence": entry["id"], "sha256": entry["sha256"]})
         return self._outcome(new, [rec])
@@ -344,7 +349,8 @@ class Engine(EventTable):
             if dl not in self._live.get(eid, NO_DEADLINES):
                 continue  # fired or gone with an earlier firing of this call
             ev = self._events[eid]
-            if dl.kind == "warn" and now >= ev["deadlines"][dl.stage]:
+            breach = ev["deadlines"].get(dl.stage)
+            if dl.kind == "warn" and breach is not None and now >= breach:
                 continue  # its breach is due too and says more
             out.extend(self._fire(ev, dl.due, now, dl.stage, dl.kind))
         return self._outcome(None, out)
@@ -396,13 +402,13 @@ class Engine(EventTable):
                 self._index(cur, prev, force=True)  # fired entries were popped from the book
         return touched
 
-    def _forget(self, ev: dict[str, Any]) -> None:
+    def _forget(self, ev: Event) -> None:
         eid = ev["id"]
         del self._events[eid]
         self._open.pop(eid, None)
         self._set_deadlines(eid, NO_DEADLINES)
-        if ev.get("unit") and self._busy.get(ev["unit"]) == eid:
-            del self._busy[ev["unit"]]
+        if (unit := ev["unit"]) and self._busy.get(unit) == eid:
+            del self._busy[unit]
         for index, k in self._dup_keys(ev):
             if index.get(k) == eid:
                 del index[k]
@@ -425,8 +431,8 @@ class Engine(EventTable):
 
     # -- internals --------------------------------------------------------------------------
     def _find_existing(self, fields: dict[str, Any], key: str | None,
-                       may_read: Callable[[dict[str, Any]], bool] | None
-                       ) -> dict[str, Any] | None:
+                       may_read: Callable[[Event], bool] | None
+                       ) -> Event | None:
         caller = fields.get("caller")
         wanted: list[tuple[dict[Any, str], Any, Any]] = []
         if key is not None:
@@ -443,7 +449,7 @@ class Engine(EventTable):
                 return self._events[eid]
         return None
 
-    def _dup_keys(self, ev: dict[str, Any]) -> list[tuple[dict[Any, str], tuple[Any, ...]]]:
+    def _dup_keys(self, ev: Event) -> list[tuple[dict[Any, str], tuple[Any, ...]]]:
         """An event's duplicate-detection keys, each with its index (see ``create``)."""
         caller = ev.get("caller")
         out: list[tuple[dict[Any, str], tuple[Any, ...]]] = []
@@ -453,7 +459,7 @@ class Engine(EventTable):
             out.append((self._by_external, (caller, ev.get("source"), ev["external_id"])))
         return out
 
-    def _check_at(self, ev: dict[str, Any], now: float, at: float | None) -> float:
+    def _check_at(self, ev: Event, now: float, at: float | None) -> float:
         if at is None:
             return now
         t = float(at)
@@ -461,13 +467,13 @@ class Engine(EventTable):
             raise InvalidActionError(
                 f"at is {t - now:.1f} s in the future (max skew {self.policy.max_skew_s} s)",
                 "at")
-        prev = max(ev[k] for k in ("created_at", "dispatched_at", "responded_at",
-                                   "departed_at", "arrived_at") if ev.get(k) is not None)
+        prev = max(s for s in (ev["created_at"], ev["dispatched_at"], ev["responded_at"],
+                               ev["departed_at"], ev["arrived_at"]) if s is not None)
         if t < prev:
             raise InvalidActionError("at is before the event's previous step", "at")
         return t
 
-    def _dispatch(self, ev: dict[str, Any], team: str, level: str, now: float,
+    def _dispatch(self, ev: Event, team: str, level: str, now: float,
                   actor: str, unit: str | None = None, initial: bool = False) -> None:
         """Assign team (+ unit) and start fresh 1/3/15 clocks from ``now``."""
         ev["team"], ev["tier"], ev["status"], ev["dispatched_at"] = team, level, "dispatched", now
@@ -493,7 +499,7 @@ class Engine(EventTable):
             ev["timeline"].append(_entry(now, now, "dispatched", actor, "new", "dispatched",
                                          None))
 
-    def _reassign(self, ev: dict[str, Any], now: float, actor: str, unit: str | None,
+    def _reassign(self, ev: Event, now: float, actor: str, unit: str | None,
                   team: str | None) -> bool:
         if unit is None and team is None:
             raise InvalidActionError("reassign needs a team or a unit", "team")
@@ -514,7 +520,7 @@ class Engine(EventTable):
         self._dispatch(ev, team, level, now, actor, unit)
         return True
 
-    def _transfer_step(self, ev: dict[str, Any], action: str, t: float, actor: str,
+    def _transfer_step(self, ev: Event, action: str, t: float, actor: str,
                        note: str | None, department: str | None) -> dict[str, Any]:
         """Contract §8 移送 on ``ev`` (its status already set); the record's ``extra``.
 
@@ -534,9 +540,12 @@ class Engine(EventTable):
             if department not in seen:
                 ev["transferred_to"] = [*seen, department]
             return {"department": department}
-        held = dict(ev["transfer"])
-        ev["transfer"] = {**held, "answer": lc.ANSWER_OF[action], "answered_at": t,
-                          "answer_note": note}
+        held = ev["transfer"]
+        answered = held.copy()
+        answered["answer"] = lc.ANSWER_OF[action]
+        answered["answered_at"] = t
+        answered["answer_note"] = note
+        ev["transfer"] = answered
         if action == "return":
             team = ev.get("team")
             level = self.routing.team_level(team) if team else None
@@ -545,18 +554,19 @@ class Engine(EventTable):
             self._dispatch(ev, team, level, t, actor)
         return {"department": held.get("department"), "answer_s": t - float(held["at"])}
 
-    def _complete(self, ev: dict[str, Any], action: str, t: float) -> dict[str, Any] | None:
+    def _complete(self, ev: Event, action: str, t: float) -> dict[str, Any] | None:
         stage = lc.STAGE_OF.get(action)
         # contract §5: a stage met late is still recorded as breached (judged on ``at``).
-        if stage is not None and ev["deadlines"].get(stage) is not None:
-            if t > ev["deadlines"][stage] and stage not in ev["breaches"]:
+        due = None if stage is None else ev["deadlines"].get(stage)
+        if stage is not None and due is not None:
+            if t > due and stage not in ev["breaches"]:
                 ev["breaches"].append(stage)
         if ev["escalations"] and action != "cancel":
             tiers = list(dict.fromkeys(e["to"] for e in ev["escalations"]))
             return {"recovered": True, "notify_tiers": tiers, "stage": stage}
         return {"stage": stage} if stage else None
 
-    def _escalate(self, ev: dict[str, Any], t: float, stage: str | None,
+    def _escalate(self, ev: Event, t: float, stage: str | None,
                   manual: bool = False) -> dict[str, Any] | None:
         old = ev["tier"]
         to = lc.next_tier(old)
@@ -567,7 +577,7 @@ class Engine(EventTable):
                                   "manual": manual})
         return {"stage": stage, "from": old, "to": to, "manual": manual}
 
-    def _fire(self, ev: dict[str, Any], due: float, now: float, stage: str,
+    def _fire(self, ev: Event, due: float, now: float, stage: str,
               kind: str) -> list[Record]:
         new = _copy(ev)
         new["fired"].append(f"{stage}:{kind}")
@@ -590,7 +600,7 @@ class Engine(EventTable):
             out.append(self._record(new, prev, "escalated", SYSTEM, due, now, None, extra))
         return out
 
-    def _record(self, new: dict[str, Any], old: dict[str, Any], action: str, actor: str,
+    def _record(self, new: Event, old: Mapping[str, Any], action: str, actor: str,
                 at: float, now: float, note: str | None,
                 extra: dict[str, Any] | None) -> Record:
         """Seal ``new`` as the event's state and return the record of the change."""
@@ -603,13 +613,14 @@ class Engine(EventTable):
             if k not in _NOT_DIFFED and k not in before and old.get(k) != v:
                 before[k] = old.get(k)
         added: dict[str, Any] = {}
+        lists: Mapping[str, Any] = new  # the append-only keys, by name
         for k in APPEND_ONLY:  # the lists only grow: the record carries what was appended
             if k not in new:
                 continue  # a later list (records.LATER_LISTS) the state does not have
             held = old.get(k) or []
-            if new[k][:len(held)] != held:
+            if lists[k][:len(held)] != held:
                 raise AssertionError(f"{new['id']}'s {k} was changed, not appended to")
-            added[k] = {"start": len(held), "items": new[k][len(held):]}
+            added[k] = {"start": len(held), "items": lists[k][len(held):]}
         after = {k: v for k, v in new.items() if k not in APPEND_ONLY}
         prev = self._events.get(new["id"])
         self._undo.append((self.last_seq, new["id"], prev, self._counter - (prev is None)))
@@ -617,7 +628,7 @@ class Engine(EventTable):
         return Record(self.last_seq, new["id"], new["version"], action, actor, at, now,
                       before, after, note, extra, added=added, state=new)
 
-    def _index(self, old: dict[str, Any] | None, ev: dict[str, Any],
+    def _index(self, old: Event | None, ev: Event,
                force: bool = False) -> None:
         eid = ev["id"]
         self._place(ev)
@@ -639,10 +650,12 @@ class Engine(EventTable):
             self._book.clear(eid)
 
 
-def _copy(ev: dict[str, Any]) -> dict[str, Any]:
-    new = dict(ev)
-    for k in ("fired", "breaches", "escalations", "timeline"):
-        new[k] = list(ev[k])
+def _copy(ev: Event) -> Event:
+    new = ev.copy()
+    new["fired"] = list(ev["fired"])
+    new["breaches"] = list(ev["breaches"])
+    new["escalations"] = list(ev["escalations"])
+    new["timeline"] = list(ev["timeline"])
     new["evidence"] = list(ev.get("evidence") or ())  # events from before it have none
     new["deadlines"] = dict(ev["deadlines"])
     new["warn_at"] = dict(ev["warn_at"])
@@ -650,7 +663,7 @@ def _copy(ev: dict[str, Any]) -> dict[str, Any]:
 
 
 def _entry(at: float, received_at: float, action: str, actor: str, frm: str | None,
-           to: str | None, note: str | None) -> dict[str, Any]:
+           to: str | None, note: str | None) -> TimelineEntry:
     return {"at": at, "received_at": received_at, "action": action, "actor": actor,
             "from": frm, "to": to, "note": note}
 

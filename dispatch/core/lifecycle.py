@@ -19,7 +19,7 @@ whose 1/3/15 timers run, so whose deadlines are live and whose countdown is show
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from dispatch.core.errors import IllegalTransitionError
 
@@ -35,7 +35,10 @@ CLOCKED_STATUSES = OPEN_STATUSES - {"transferred"}
 TERMINAL_STATUSES = frozenset(("resolved", "cancelled", "handed_over"))
 # The timer stages in order (contract §5: 1/3/15), and the event field that marks each done.
 STAGES = ("respond", "depart", "arrive")
-STAGE_DONE = {"respond": "responded_at", "depart": "departed_at", "arrive": "arrived_at"}
+# ``StepField``: the event keys that hold when a step happened (``event.Event`` has each).
+StepField = Literal["responded_at", "departed_at", "arrived_at", "resolved_at", "cancelled_at"]
+STAGE_DONE: dict[str, StepField] = {"respond": "responded_at", "depart": "departed_at",
+                                    "arrive": "arrived_at"}
 ACTIONS = ("respond", "depart", "arrive", "resolve", "cancel", "escalate", "reassign",
            "transfer", "accept", "return")
 # Transfer to another department (contract §8): the operator's transfer and the department's
@@ -55,7 +58,7 @@ PAST = {
 ANSWER_OF = {"accept": "accepted", "return": "returned"}
 
 # The field that holds when each progress action happened ("1/3/15" stages + resolve).
-STEP_FIELD = {
+STEP_FIELD: dict[str, StepField] = {
     "respond": "responded_at", "depart": "departed_at", "arrive": "arrived_at",
     "resolve": "resolved_at", "cancel": "cancelled_at",
 }
@@ -157,7 +160,10 @@ def may_attach(status: str) -> bool:
     return status in ATTACH_STATUSES
 
 
-def next_tier(tier: str) -> str | None:
-    """The tier above ``tier`` (township → county → city), None at city."""
+def next_tier(tier: str | None) -> str | None:
+    """The tier above ``tier`` (township → county → city), None at city (and for an event
+    with no tier: none is set only while nothing serves it)."""
+    if tier is None:
+        return None
     i = TIERS.index(tier)
     return TIERS[i + 1] if i + 1 < len(TIERS) else None

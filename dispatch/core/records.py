@@ -10,11 +10,14 @@ record, which ``verify_chain`` names.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import orjson
+
+if TYPE_CHECKING:
+    from dispatch.core.event import Event
 
 GENESIS = ""
 _OPTS = orjson.OPT_SORT_KEYS
@@ -61,7 +64,7 @@ class Record:
     prev_hash: str = ""
     hash: str = ""
     added: dict[str, Any] | None = None
-    state: dict[str, Any] | None = field(default=None, compare=False, repr=False)
+    state: Event | None = field(default=None, compare=False, repr=False)
 
     def to_dict(self, with_hash: bool = True) -> dict[str, Any]:
         """The record as a plain dict (``hash`` left out when ``with_hash`` is False).
@@ -231,13 +234,14 @@ def verify_chain(records: Iterable[Record], prev_hash: str = GENESIS,
 
 
 # -- the event state a record leaves -----------------------------------------------------------
-def _keep(record: Record, state: dict[str, Any]) -> dict[str, Any]:
+def _keep(record: Record, state: Mapping[str, Any]) -> Event:
+    # where stored JSON becomes an ``Event`` (the stateful tests check every one against it)
     object.__setattr__(record, "state", state)  # the in-memory cache field (compare=False)
-    return state
+    return cast("Event", state)
 
 
 def _rebuilt(record: Record,
-             lists: Callable[[str, dict[str, Any] | None], Any]) -> dict[str, Any]:
+             lists: Callable[[str, dict[str, Any] | None], Any]) -> Event:
     """The full state after ``record``: kept, a v1 record's ``after``, or a v2 ``after`` with
     each append-only list from ``lists(key, what the record appended to it)``; kept."""
     if record.state is not None:
@@ -256,20 +260,23 @@ def _rebuilt(record: Record,
     return _keep(record, state)
 
 
-def fold(prev: dict[str, Any] | None, record: Record) -> dict[str, Any]:
+def fold(prev: Event | None, record: Record) -> Event:
     """The event's full state after ``record``, from its full state before (None: a new
     event). A v1 record holds it whole; a v2 record's ``after`` gets each append-only list
     back as the previous one plus what the record appended. ``ValueError`` when ``prev`` is
     not the state the record was made on (its lists are not as long as the record says).
     The result is kept as ``record.state``.
     """
+    before: Mapping[str, Any] | None = prev  # its lists, by name
+
     def extended(k: str, part: dict[str, Any] | None) -> Any:
         if part is None:  # a later list the record does not carry
-            return prev.get(k) if prev is not None else None
-        if prev is None:
+            return before.get(k) if before is not None else None
+        held: list[Any]
+        if before is None:
             held = []
         else:  # an event from before a later list has none yet
-            held = prev.get(k) or [] if k in LATER_LISTS else prev[k]
+            held = before.get(k) or [] if k in LATER_LISTS else before[k]
         if len(held) != part["start"]:
             raise ValueError(
                 f"record {record.seq} appends to {record.event_id}'s {k} at {part['start']} "
@@ -279,7 +286,7 @@ def fold(prev: dict[str, Any] | None, record: Record) -> dict[str, Any]:
     return _rebuilt(record, extended)
 
 
-def state_at(record: Record, current: dict[str, Any] | None) -> dict[str, Any]:
+def state_at(record: Record, current: Mapping[str, Any] | None) -> Event:
     """The event's full state after ``record``, given its state now (``current``, at or
     after the record): for a record read back from the store, without the ones before it.
 
@@ -299,13 +306,13 @@ def state_at(record: Record, current: dict[str, Any] | None) -> dict[str, Any]:
     return _rebuilt(record, cut)
 
 
-def state_of(record: Record) -> dict[str, Any]:
+def state_of(record: Record) -> Event:
     """The event's full state after ``record`` when it is known without the ones before
     (made here, folded, a v1 record, or the first of its event); ``ValueError`` otherwise."""
     if record.state is not None:
         return record.state
     if record.added is None:
-        return record.after
+        return _keep(record, record.after)
     if all(record.added.get(k, {"start": 0})["start"] == 0 for k in APPEND_ONLY):
         return fold(None, record)  # nothing came before it
     raise ValueError(f"record {record.seq}: the full state of {record.event_id} is not known "

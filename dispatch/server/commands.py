@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from dispatch.clock import Clock
 from dispatch.core.errors import NotFoundError
+from dispatch.core.event import Event, Evidence
 from dispatch.core.lifecycle import TRANSFER_ACTIONS
 from dispatch.evidence import TYPES, EvidenceStore, TooLargeError, check_type
 from dispatch.server import scope, validation
@@ -77,14 +78,14 @@ class Commands:
         return {"now": self.clock.now(), "max_skew_s": self.max_skew_s}
 
     # -- reads the commands (and handlers) share ----------------------------------------------
-    def readable_event(self, p: Principal, event_id: str) -> dict[str, Any]:
+    def readable_event(self, p: Principal, event_id: str) -> Event:
         """The committed event, if ``p`` may read it; else 404, the same as an unknown id."""
         ev = self.runtime.view.get(event_id)
         if not scope.event_visible(p, ev):
             raise no_event(event_id)
         return ev
 
-    def actable_event(self, p: Principal, event_id: str) -> dict[str, Any]:
+    def actable_event(self, p: Principal, event_id: str) -> Event:
         """The event ``p`` may act on: 403 for a role that never acts, 404 for an unknown id
         or one outside the caller's scope (a field unit: not assigned to it)."""
         if not scope.may_act_at_all(p):
@@ -121,8 +122,7 @@ class Commands:
         return await rt.create(fields, p.actor, idempotency_key=key,
                                may_read=lambda ev: scope.event_visible(p, ev))
 
-    async def act(self, p: Principal, event_id: str, action: str, data: Any
-                  ) -> dict[str, Any]:
+    async def act(self, p: Principal, event_id: str, action: str, data: Any) -> Event:
         """Check role and scope, then carry out one lifecycle action; the event after it."""
         if action not in ACTIONS:
             raise ApiError(404, "not_found", f"unknown action {action!r}")
@@ -136,9 +136,10 @@ class Commands:
         if action == "reassign":
             self._check_reassign(p, event_id, body["unit"], body["team"])
         out = await self.runtime.act(event_id, action, p.actor, **body)
+        assert out.event is not None  # an action answers with the event (noop: as it is)
         return out.event
 
-    def _transfer_body(self, p: Principal, ev: dict[str, Any], action: str, data: Any
+    def _transfer_body(self, p: Principal, ev: Event, action: str, data: Any
                        ) -> dict[str, Any]:
         """Contract §8: transfer names a configured department (else 404 naming the field);
         accept and return come from the department the event is transferred to (another
@@ -194,7 +195,7 @@ class Commands:
     async def attach(self, p: Principal, event_id: str, store: EvidenceStore,
                      content_type: str, query: Mapping[str, str],
                      content_length: int | None, chunks: AsyncIterator[bytes]
-                     ) -> tuple[dict[str, Any], bool]:
+                     ) -> tuple[Evidence, bool]:
         """Store an uploaded file durably, then journal it on the event: (entry, created).
 
         Role (403), scope (404, as unknown), then the query (422), the type (415) and the

@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any, Protocol
@@ -70,7 +70,7 @@ def queue_bytes(ws_config: Any) -> int:
 class EventRendering(Protocol):
     """What the hub needs to render a message (``state.Rendering``)."""
 
-    def event(self, ev: dict[str, Any]) -> dict[str, Any]: ...
+    def event(self, ev: Mapping[str, Any]) -> dict[str, Any]: ...
 
     def iso(self, t: float | None) -> str | None: ...
 
@@ -268,7 +268,7 @@ class Hub:
                 out |= members
         return out
 
-    def recipients(self, ev: dict[str, Any], before: dict[str, Any]) -> set[Client]:
+    def recipients(self, ev: Mapping[str, Any], before: Mapping[str, Any]) -> set[Client]:
         """The registered clients a record about ``ev`` reaches (``scope.record_visible``)."""
         return self._members(scope.record_audiences(ev, before))
 

@@ -110,13 +110,13 @@ def plain(v: Any, depth: int = 0) -> Any:
     return None
 
 
-def _is_open(ev: dict[str, Any], statuses: frozenset[str] = OPEN_STATUSES) -> bool:
+def _is_open(ev: Mapping[str, Any], statuses: frozenset[str] = OPEN_STATUSES) -> bool:
     # a stored status may be anything (a list is unhashable): only a string can be open
     status = ev.get("status")
     return isinstance(status, str) and status in statuses
 
 
-def next_deadline(ev: dict[str, Any]) -> tuple[str, float] | None:
+def next_deadline(ev: Mapping[str, Any]) -> tuple[str, float] | None:
     """The first stage not yet done while the event is on the clock, with its deadline
     (a transferred event's clocks are stopped: none)."""
     if not _is_open(ev, CLOCKED_STATUSES):
@@ -131,7 +131,7 @@ def next_deadline(ev: dict[str, Any]) -> tuple[str, float] | None:
     return None
 
 
-def timer_state(ev: dict[str, Any], warn_at: float | None, now: float) -> str:
+def timer_state(ev: Mapping[str, Any], warn_at: float | None, now: float) -> str:
     """on_time | warning | breached | escalated | transferred | closed, as the map colours it
     (transferred: open, its clocks stopped until the department answers)."""
     if not isinstance(ev, dict) or not _is_open(ev):
@@ -147,7 +147,7 @@ def timer_state(ev: dict[str, Any], warn_at: float | None, now: float) -> str:
     return "on_time"
 
 
-def event_json(ev: dict[str, Any], tz: tzinfo, now: float,
+def event_json(ev: Mapping[str, Any], tz: tzinfo, now: float,
                warn_fraction: float = 0.2) -> dict[str, Any]:
     """One event as clients see it; never raises, whatever was stored."""
     out, warn_at = _event_fixed(ev, tz, warn_fraction)
@@ -155,7 +155,7 @@ def event_json(ev: dict[str, Any], tz: tzinfo, now: float,
     return out
 
 
-def _event_fixed(ev: dict[str, Any], tz: tzinfo,
+def _event_fixed(ev: Mapping[str, Any], tz: tzinfo,
                  warn_fraction: float) -> tuple[dict[str, Any], float | None]:
     """Everything of ``event_json`` that does not depend on ``now``, and the warning time.
 
@@ -181,7 +181,7 @@ def _event_fixed(ev: dict[str, Any], tz: tzinfo,
     return out, warn_at
 
 
-def _event_fields(ev: dict[str, Any], tz: tzinfo,
+def _event_fields(ev: Mapping[str, Any], tz: tzinfo,
                   warn_fraction: float) -> tuple[dict[str, Any], float | None]:
     out: dict[str, Any] = {k: ev.get(k) for k in PUBLIC_KEYS}
     out["location"] = display_point(ev.get("location"))
@@ -249,10 +249,10 @@ class Renderer:
 
     def __init__(self, tz: tzinfo, warn_fraction: float, size: int = 8192) -> None:
         self.tz, self.warn_fraction, self.size = tz, warn_fraction, size
-        self._cache: OrderedDict[str, tuple[dict[str, Any], dict[str, Any], float | None]] = (
+        self._cache: OrderedDict[str, tuple[Mapping[str, Any], dict[str, Any], float | None]] = (
             OrderedDict())
 
-    def __call__(self, ev: dict[str, Any], now: float) -> dict[str, Any]:
+    def __call__(self, ev: Mapping[str, Any], now: float) -> dict[str, Any]:
         """A fresh top-level dict (callers may drop keys); nested values are shared."""
         eid = ev.get("id") if isinstance(ev, dict) else None
         hit = self._cache.get(eid) if isinstance(eid, str) else None

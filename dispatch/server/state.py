@@ -4,6 +4,7 @@ JSON answers and the bound event renderer. Imports no handler module (no import 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import tzinfo
 from typing import TYPE_CHECKING, Any
@@ -47,10 +48,10 @@ class Rendering:
         self._clock = clock
         self.tz = tz
 
-    def event(self, ev: dict[str, Any]) -> dict[str, Any]:
+    def event(self, ev: Mapping[str, Any]) -> dict[str, Any]:
         return self._renderer(ev, self._clock.now())
 
-    def __call__(self, ev: dict[str, Any]) -> dict[str, Any]:
+    def __call__(self, ev: Mapping[str, Any]) -> dict[str, Any]:
         return self.event(ev)
 
     def iso(self, t: float | None) -> str | None:

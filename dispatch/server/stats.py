@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, tzinfo
 from typing import Any
 
@@ -30,7 +30,8 @@ def _pct(sorted_vals: list[float], q: float) -> float | None:
     return round(sorted_vals[lo] + (sorted_vals[hi] - sorted_vals[lo]) * (k - lo), 3)
 
 
-def stage_outcome(ev: dict[str, Any], stage: str, now: float) -> tuple[bool, float | None] | None:
+def stage_outcome(ev: Mapping[str, Any], stage: str, now: float
+                  ) -> tuple[bool, float | None] | None:
     """(within, duration_s) for a stage that counts, or None if it does not count yet."""
     start = ev.get("dispatched_at")
     due = (ev.get("deadlines") or {}).get(stage)
@@ -44,7 +45,7 @@ def stage_outcome(ev: dict[str, Any], stage: str, now: float) -> tuple[bool, flo
     return None
 
 
-def clock_stopped_at(ev: dict[str, Any]) -> float:
+def clock_stopped_at(ev: Mapping[str, Any]) -> float:
     """When the event's clocks stopped for a transfer that was not returned (transferred,
     handed over), else infinity (contract §8: later stages were not yet due)."""
     tr = ev.get("transfer")

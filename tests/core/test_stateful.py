@@ -3,7 +3,8 @@
 Actors: intake systems and operators of different scope (each its own ``caller`` for duplicate
 detection, an operator's scope as ``may_read``), a core tool (caller None) and field units.
 They create events (with repeated idempotency keys and external ids), respond, depart,
-arrive, resolve, cancel, escalate and reassign, replay actions they already sent, send late
+arrive, resolve, cancel, escalate, reassign, transfer, accept, return and attach evidence,
+replay actions they already sent, send late
 offline ``at`` times (and ones too far ahead), while the clock moves and ``fire_due`` runs;
 the edge sometimes refuses the newest records (``rollback``, as when the store fails).
 
@@ -12,11 +13,13 @@ After every step:
   state: events, busy units, next deadline, last seq; so does ``restore(snapshot())``;
 - a duplicate is the caller's own first event under that key, or a legacy event it may read;
 - an illegal action raises and changes nothing;
+- every state (held, made by a record, read back from the journal) is a
+  ``dispatch.core.event.Event`` (``event_check.check_event``);
 - deadlines are never lost or doubled: right after ``fire_due(now)`` every stage of an open
   event that is due and not done has breached, and no stage of one dispatch breaches (or
   warns) twice.
 
-Budget: ~20 s by default; ``FUZZ_LONG=1`` runs 20x the examples (tests/run.sh).
+Budget: ~30 s by default; ``FUZZ_LONG=1`` runs 20x the examples (tests/run.sh).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 sys.path.insert(0, str(Path(__file__).parent))
 
 from dispatch_scenario import make_policy  # noqa: E402
+from event_check import check_event  # noqa: E402
 from table_routing import OUTSIDE, T1, T2, T3, TEAMS, Z1, TableRouting  # noqa: E402
 
 from dispatch.clock import FakeClock  # noqa: E402
@@ -93,6 +97,7 @@ class Lifecycle(RuleBasedStateMachine):
         self.policy = make_policy()
         self.engine = Engine(self.policy, TableRouting())
         self.journal: list[Record] = []
+        self.checked = 0  # records of the journal whose states were checked
         self.sent: list[tuple[str, str, float | None, str]] = []  # (event, action, at, actor)
 
     # -- helpers ----------------------------------------------------------------------------
@@ -208,6 +213,24 @@ class Lifecycle(RuleBasedStateMachine):
                                     label="note")}
         self.attempt(eid, action, actor, self.resolve_at(at), **kw)
 
+    @rule(data=st.data(), n=st.integers(0, 2), at=AT)
+    def attach(self, data: st.DataObject, n: int, at: Any) -> None:
+        """Evidence (contract §8): one of three files, again when already attached."""
+        eid = self.pick_event(data)
+        file = {"sha256": f"{n:064x}", "size": 100 + n, "type": "image/jpeg",
+                "name": f"photo-{n}.jpg"}
+        before = fingerprint(self.engine)
+        try:
+            out = self.engine.attach(eid, file, "op-t1", self.clock.now(),
+                                     at=self.resolve_at(at))
+        except ILLEGAL:
+            assert fingerprint(self.engine) == before, "a refused attach changed the state"
+            return
+        if out.noop:
+            assert out.records == [] and fingerprint(self.engine) == before
+            return
+        self.keep(out.records)
+
     @precondition(lambda self: bool(self.sent))
     @rule(data=st.data())
     def replay_a_past_action(self, data: st.DataObject) -> None:
@@ -254,6 +277,7 @@ class Lifecycle(RuleBasedStateMachine):
         to_seq = max(0, self.journal[-1].seq - k)
         self.engine.rollback(to_seq)
         del self.journal[to_seq:]
+        self.checked = min(self.checked, len(self.journal))
         self.sent = [s for s in self.sent if s[0] in set(self.event_ids())]
 
     # -- invariants -------------------------------------------------------------------------
@@ -261,10 +285,24 @@ class Lifecycle(RuleBasedStateMachine):
     def the_journal_replays_to_the_same_state(self) -> None:
         fresh = Engine(self.policy, TableRouting())
         for r in self.journal:  # as stored: the bytes, without the state the engine kept
-            assert fresh.apply(Record.from_json(r.to_json()))
+            stored = Record.from_json(r.to_json())
+            assert fresh.apply(stored)
+            assert stored.state is not None
+            check_event(stored.state)  # folded from the journal: an Event too
         assert fingerprint(fresh) == fingerprint(self.engine)
         again = Engine.restore(self.engine.snapshot(), self.policy, TableRouting())
         assert fingerprint(again) == fingerprint(self.engine)
+
+    @invariant()
+    def every_state_is_an_event(self) -> None:
+        """``dispatch.core.event.Event``, at run time: what the engine holds (made, or rolled
+        back to) and what each record says the event was after it, as made and as read back."""
+        for ev in self.engine.events():
+            check_event(ev)
+        for r in self.journal[self.checked:]:  # the journal's own: once each
+            assert r.state is not None
+            check_event(r.state)
+        self.checked = len(self.journal)
 
     @invariant()
     def each_deadline_fires_at_most_once_per_dispatch(self) -> None:
