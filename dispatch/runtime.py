@@ -32,7 +32,7 @@ from dispatch.config import Config
 from dispatch.coordination import Coordination, LocalCoordination, StoreUnavailableError
 from dispatch.core.engine import Engine, Outcome
 from dispatch.core.errors import ConflictError, NotFoundError
-from dispatch.core.event import Event
+from dispatch.core.event import Event, Report
 from dispatch.core.policy import Category, Policy, TimerWindows
 from dispatch.core.records import Record
 from dispatch.routing import GeoRoutingPort
@@ -223,7 +223,7 @@ class Runtime:
         await self.store.close()
 
     # -- commands ---------------------------------------------------------------------------
-    async def create(self, fields: dict[str, Any], actor: str,
+    async def create(self, fields: Report, actor: str,
                      idempotency_key: str | None = None,
                      may_read: Callable[[Event], bool] | None = None) -> Outcome:
         """Intake: route, dispatch, and answer once the record is durable.

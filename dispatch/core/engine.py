@@ -30,7 +30,7 @@ import orjson
 from dispatch.core import lifecycle as lc
 from dispatch.core.deadlines import Deadline, DeadlineBook
 from dispatch.core.errors import IllegalTransitionError, InvalidActionError, NotFoundError
-from dispatch.core.event import Event, Evidence, TimelineEntry
+from dispatch.core.event import Event, Evidence, Report, TimelineEntry
 from dispatch.core.lifecycle import CLOCKED_STATUSES, OPEN_STATUSES, STAGE_DONE, STAGES
 from dispatch.core.policy import Policy, TimerWindows
 from dispatch.core.records import APPEND_ONLY, Record, fold
@@ -208,7 +208,7 @@ class Engine(EventTable):
         return Outcome(event, records, created=created, deadlines=dls)
 
     # -- commands ---------------------------------------------------------------------------
-    def create(self, fields: dict[str, Any], actor: str, now: float,
+    def create(self, fields: Report, actor: str, now: float,
                idempotency_key: str | None = None,
                may_read: Callable[[Event], bool] | None = None) -> Outcome:
         """Intake: route, dispatch at once if a team is found, start the 1/3/15 clocks.
@@ -234,7 +234,7 @@ class Engine(EventTable):
         ev: Event = {
             "id": eid, "status": "new", "tier": None, "category": cat.id,
             "description": fields.get("description", ""), "source": fields.get("source"),
-            "priority": cat.priority if fields.get("priority") is None else fields["priority"],
+            "priority": cat.priority if (given := fields.get("priority")) is None else given,
             "external_id": fields.get("external_id"), "idempotency_key": idempotency_key,
             "caller": fields.get("caller"),
             "location": loc, "reporter": fields.get("reporter"),
@@ -430,7 +430,7 @@ class Engine(EventTable):
         return eng
 
     # -- internals --------------------------------------------------------------------------
-    def _find_existing(self, fields: dict[str, Any], key: str | None,
+    def _find_existing(self, fields: Report, key: str | None,
                        may_read: Callable[[Event], bool] | None
                        ) -> Event | None:
         caller = fields.get("caller")

@@ -1,4 +1,5 @@
-"""The event's state as a type: every key the engine keeps, and what each holds.
+"""The event's state as a type: every key the engine keeps, and what each holds; and the
+report an intake brings (``Report``: what the door hands ``Engine.create``).
 
 The engine keeps each event as a plain dict (a new one per change, never mutated once
 sealed) because the journal, the committed view, the renderer and the webhooks all pass it
@@ -79,6 +80,20 @@ class Transfer(TypedDict):
     answer_note: str | None
 
 
+class Report(TypedDict):
+    """What an intake brings (contract §3), checked at the door: ``Engine.create`` takes it."""
+
+    location: Point
+    category: str
+    description: str
+    source: str
+    priority: int | None        # None: the category's
+    external_id: str | None
+    reporter: dict[str, Any] | None
+    reported_at: float | None
+    caller: NotRequired[str | None]  # the creating token's opaque id (duplicates are its own)
+
+
 class Event(TypedDict):
     """One event's full state (epoch seconds for every time)."""
 
@@ -132,4 +147,5 @@ class Event(TypedDict):
     updated_at: float
 
 
-__all__ = ["Escalation", "Event", "Evidence", "Point", "Routing", "TimelineEntry", "Transfer"]
+__all__ = ["Escalation", "Event", "Evidence", "Point", "Report", "Routing", "TimelineEntry",
+           "Transfer"]

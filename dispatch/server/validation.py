@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from dispatch.core.event import Point, Report
 from dispatch.core.lifecycle import ACTIONS  # noqa: F401 - the edge's import; defined there
 from dispatch.server.schemas import (
     Accept,
@@ -311,7 +312,7 @@ def _field_error(text: str, prefix: str) -> ApiError:
                     path or None)
 
 
-def point(lon: float, lat: float, crs: str, field: str) -> dict[str, Any]:
+def point(lon: float, lat: float, crs: str, field: str) -> Point:
     """A checked point in ``crs`` → WGS84 plus the original; errors name ``field``.lon etc."""
     def name(key: str) -> str:
         return f"{field}.{key}" if field else key
@@ -324,7 +325,7 @@ def point(lon: float, lat: float, crs: str, field: str) -> dict[str, Any]:
     return {"lon": wlon, "lat": wlat, "crs": crs, "original": {"lon": lon, "lat": lat}}
 
 
-def location(data: Any, field: str = "location") -> dict[str, Any]:
+def location(data: Any, field: str = "location") -> Point:
     """A location object → WGS84 point plus the original (contract §2: both are kept).
 
     The converted point is exact: routing happens on it, and ``dispatch geo locate`` gives
@@ -335,7 +336,7 @@ def location(data: Any, field: str = "location") -> dict[str, Any]:
 
 
 def intake(data: Any, categories: dict[str, Any], *, now: float | None = None,
-           max_skew_s: float = 30.0) -> dict[str, Any]:
+           max_skew_s: float = 30.0) -> Report:
     """The fields of ``POST /events`` (contract §3), validated; ``now`` bounds ``reported_at``.
 
     Like ``action_body`` and ``position``, it takes what ``parse_json`` returned: every value
@@ -412,7 +413,7 @@ def evidence_query(query: Mapping[str, str], extension: str, now: float,
     return name, _client_time(raw, "taken_at", now, max_skew_s)
 
 
-TRANSFER_BODIES: dict[str, type[msgspec.Struct]] = {
+TRANSFER_BODIES: dict[str, type[Transfer | Accept | Return]] = {
     "transfer": Transfer, "accept": Accept, "return": Return}
 
 
