@@ -19,6 +19,10 @@ withdrawn, so nothing is written). ``health()`` names why the journal cannot be 
 now; after a failed commit it sends a tiny probe transaction (``health_probe`` table), so
 recovery (space freed, file writable again) is seen without waiting for a client write.
 
+Group commit: the writer takes whatever is queued; when its last commit held more than one
+append (several callers at once) it first waits ``GATHER_S`` (1 ms) for more, so that one
+fsync serves a larger group (less CPU per append under load; a lone append never waits).
+
 ``synchronous="FULL"`` (default) fsyncs the WAL at every commit: survives power loss.
 ``"NORMAL"`` skips that fsync: still survives a killed process (the WAL is in the OS cache),
 but the last commits may be lost on power failure; it is faster on slow disks.
@@ -67,6 +71,11 @@ PROBE_SCHEMA = """CREATE TABLE IF NOT EXISTS health_probe (
     id INTEGER PRIMARY KEY CHECK (id = 1), at REAL NOT NULL)"""
 
 PROBE_WAIT_S = 0.8  # health() answers within about a second (the probe may take longer)
+# Under load (the last commit took several appends), the writer waits this long after the
+# first append before it commits, so one fsync serves more of them: about a tenth less server
+# CPU per intake at 16 in flight (docs/performance.md), for a millisecond more latency only
+# while appends are coming together; one at a time, nothing waits.
+GATHER_S = 0.001
 
 # _Item.state: queued → taken by the writer → done; or queued → withdrawn (timed out first)
 QUEUED, TAKEN, WITHDRAWN, LATE = "queued", "taken", "withdrawn", "late"
@@ -350,10 +359,13 @@ class SqliteStore:
     def _run(self) -> None:
         conn: sqlite3.Connection | None = None
         stop = False
+        gather = False  # the last commit took more than one append: wait for company
         while not stop:
             first = self._q.get()
             if first is None:
                 break
+            if gather:
+                time.sleep(GATHER_S)
             batch, n = [first], len(first.records)
             while n < self.batch_max:
                 try:
@@ -365,6 +377,7 @@ class SqliteStore:
                     break
                 batch.append(nxt)
                 n += len(nxt.records)
+            gather = len(batch) > 1
             try:
                 conn = self._commit_safely(conn, batch)
             except BaseException:  # never let one batch end the writer
