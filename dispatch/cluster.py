@@ -101,8 +101,9 @@ class RedisCoordination:
             if self.down:
                 raise StoreUnavailableError("Redis is unreachable; reconnecting")
             down = asyncio.ensure_future(self.down_event.wait())
+            waiting: set[asyncio.Future[Any]] = {asyncio.shield(task), down}
             try:
-                await asyncio.wait({asyncio.shield(task), down}, timeout=RESYNC_WAIT_S,
+                await asyncio.wait(waiting, timeout=RESYNC_WAIT_S,
                                    return_when=asyncio.FIRST_COMPLETED)
             finally:
                 down.cancel()
@@ -303,7 +304,11 @@ class RedisCoordination:
                              "accuracy_m": accuracy_m, "from": self.store.instance})
         task = asyncio.get_running_loop().create_task(self._send_position(unit, lon, lat, data))
         self.tasks.append(task)
-        task.add_done_callback(lambda t: t in self.tasks and self.tasks.remove(t))
+        task.add_done_callback(self._forget_task)
+
+    def _forget_task(self, task: asyncio.Task[Any]) -> None:
+        if task in self.tasks:
+            self.tasks.remove(task)
 
     async def _send_position(self, unit: str, lon: float, lat: float, data: bytes) -> None:
         try:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import re
 import zipfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,7 @@ def _arcname(entry: dict[str, Any]) -> str:
     return f"evidence/{entry.get('id')}_{name}"
 
 
-def write_dossier(path: Path, event: dict[str, Any], state: dict[str, Any],
+def write_dossier(path: Path, event: dict[str, Any], state: Mapping[str, Any],
                   journal: Iterable[Record], store: EvidenceStore,
                   generated_at: str | None) -> dict[str, Any]:
     """Write the ZIP for ``event`` (rendered) whose state is ``state`` at ``path``; the

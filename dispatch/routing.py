@@ -51,7 +51,7 @@ class GeoRoutingPort:
 
 def pick_to_dict(pick: Any) -> dict[str, Any]:
     """A unit pick (geo's or the core's) as JSON-able data."""
-    if is_dataclass(pick):
+    if is_dataclass(pick) and not isinstance(pick, type):
         d = asdict(pick)
     else:
         d = dict(pick)

@@ -1,8 +1,8 @@
 """Types (issue 12, house style "mypy on the core"): the event is a typed structure.
 
-``dispatch.core.event.Event`` names every key of an event's state; mypy checks the core and
-the modules that handle events (the file list is ``[tool.mypy]`` in pyproject.toml) against
-it, so a misspelt key or a value of the wrong type fails here. ``tests/core/event_check.py``
+``dispatch.core.event.Event`` names every key of an event's state; mypy checks the modules of
+``dispatch/`` (the file list is ``[tool.mypy]`` in pyproject.toml) against it, so a misspelt
+key or a value of the wrong type fails here. ``tests/core/event_check.py``
 checks the states themselves at run time (the stateful tests run it on every state); the
 tests below show it refuses what is not an event.
 """

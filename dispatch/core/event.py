@@ -4,7 +4,7 @@ report an intake brings (``Report``: what the door hands ``Engine.create``).
 The engine keeps each event as a plain dict (a new one per change, never mutated once
 sealed) because the journal, the committed view, the renderer and the webhooks all pass it
 on as JSON-able data; ``Event`` says which keys that dict has. mypy checks every use in the
-core and the edge modules listed in ``pyproject.toml`` (``tests/test_types.py`` runs it), and
+modules listed in ``pyproject.toml`` (``tests/test_types.py`` runs it), and
 ``tests/core/test_stateful.py`` checks every state the engine makes, replays or rolls back to
 against it at run time (``msgspec.convert``, no key missing, none unknown).
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
+from dispatch.core.event import Event
 from dispatch.core.lifecycle import TRANSFER_ACTIONS
 from dispatch.routing import pick_to_dict
 from dispatch.server import scope, stats, validation
@@ -29,6 +30,7 @@ async def create_event(request: web.Request) -> web.Response:
     state.commands.check_creator(p)  # 403 before the body is read
     data = await read_json(request, state)
     out = await state.commands.create(p, data, request.headers.get("Idempotency-Key"))
+    assert out.event is not None  # created, or the caller's duplicate
     return json_response(state.render(out.event), status=201 if out.created else 200)
 
 
@@ -52,7 +54,7 @@ def _list_filters(q: Any) -> dict[str, Any]:
             "limit": limit, "cursor": q.get("cursor")}
 
 
-def _listed(ev: dict[str, Any], f: dict[str, Any]) -> bool:
+def _listed(ev: Event, f: dict[str, Any]) -> bool:
     if f["cursor"] is not None and ev["id"] >= f["cursor"]:
         return False
     if f["statuses"] and ev.get("status") not in f["statuses"]:
@@ -99,7 +101,8 @@ async def event_units(request: web.Request) -> web.Response:
     rt, areas, now = state.runtime, state.areas, state.clock.now()
     busy = rt.view.busy_units()
     lon, lat = ev["location"]["lon"], ev["location"]["lat"]
-    rec = rt.port.recommend(ev["team"], lon, lat, now, busy) if ev.get("team") else None
+    team = ev["team"]
+    rec = rt.port.recommend(team, lon, lat, now, busy) if team else None
     if rec is not None and not scope.unit_visible(areas, p, rec.unit):
         rec = None  # e.g. the event was sent to another county's team: not the caller's
     nearby = rt.units.nearby(lon, lat, now, busy, n=8)
@@ -212,10 +215,9 @@ def _stats_groups(request: web.Request) -> tuple[State, list[dict[str, Any]], st
             return str(cats[key].name)
         return key
 
-    evs = (ev for ev in state.runtime.view.events()
+    evs = [ev for ev in state.runtime.view.events()
            if scope.event_visible(p, ev)
-           and (region is None or scope.event_in_region(ev, region)))
-    evs = list(evs)
+           and (region is None or scope.event_in_region(ev, region))]
     groups = stats.response_times(evs, group_by, state.clock.now(), state.tz, names,
                                   since=since, until=until)
     # contract §8: transfers per department and their answer times, over the same events

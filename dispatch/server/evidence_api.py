@@ -20,12 +20,12 @@ import contextlib
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
 from urllib.parse import quote
 
 from aiohttp import web
 
 from dispatch.config import ConfigError
+from dispatch.core.event import Event
 from dispatch.core.records import Record
 from dispatch.dossier import write_dossier
 from dispatch.evidence import CHUNK, SHA256, EvidenceStore
@@ -57,7 +57,7 @@ class Evidence:
             for item in ((r.added or {}).get("evidence") or {}).get("items") or ():
                 self.carriers.setdefault(str(item.get("sha256")), set()).add(r.event_id)
 
-    def events_with(self, sha256: str) -> list[dict[str, Any]]:
+    def events_with(self, sha256: str) -> list[Event]:
         """The committed events whose evidence list holds the file."""
         view = self.runtime.view
         if self.carriers is None:

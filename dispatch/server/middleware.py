@@ -43,8 +43,9 @@ async def error_middleware(request: web.Request, handler: Any) -> web.StreamResp
         return resp
     except DispatchError as e:
         extra = {}
-        if getattr(e, "current_status", None) is not None:
-            extra["status"] = e.current_status
+        current = getattr(e, "current_status", None)  # an illegal transition's (409)
+        if current is not None:
+            extra["status"] = current
         return error_response(e.status, e.code, str(e), e.field, **extra)
     except StoreUnavailableError:
         return error_response(503, "store_unavailable",

@@ -31,6 +31,7 @@ from urllib.parse import parse_qsl, urlsplit
 from aiohttp import web
 
 from dispatch.core.errors import DispatchError, NotFoundError, OutsideJurisdictionError
+from dispatch.core.event import Event
 from dispatch.core.lifecycle import PAST, STAGE_DONE, STEP_FIELD, TERMINAL_STATUSES
 from dispatch.core.records import Record
 from dispatch.runtime import StoreUnavailableError
@@ -253,7 +254,7 @@ class Open311:
             if scope.open311_public(r.after):
                 self._ids.add(r.event_id)
 
-    def requests(self) -> list[dict[str, Any]]:
+    def requests(self) -> list[Event]:
         """Every event that came in through Open311, as the committed view has it."""
         view = self.state.runtime.view
         if self._ids is None:
@@ -266,7 +267,7 @@ class Open311:
                 continue
         return out
 
-    def request(self, request_id: str) -> dict[str, Any]:
+    def request(self, request_id: str) -> Event:
         """One Open311 request; 404 for an unknown id and for any other event alike."""
         try:
             ev = self.state.runtime.view.get(request_id)
@@ -331,7 +332,8 @@ class Open311:
         actor or internal id beyond the request id). Never raises on odd stored data."""
         tz = self.state.tz
         loc = display_point(ev.get("location")) or {}
-        reporter = ev.get("reporter") if isinstance(ev.get("reporter"), dict) else {}
+        given = ev.get("reporter")
+        reporter = given if isinstance(given, dict) else {}
         posted = {k: reporter.get(k) if isinstance(reporter.get(k), str) else None
                   for k in PUBLIC_POSTED}
         desc = ev.get("description")
@@ -360,7 +362,8 @@ class Open311:
         team = self.team_name(ev.get("team"))
         if team is None:
             return "已受理，等待派遣。Received; awaiting dispatch."
-        deadlines = ev.get("deadlines") if isinstance(ev.get("deadlines"), dict) else {}
+        given = ev.get("deadlines")
+        deadlines = given if isinstance(given, dict) else {}
         due, start = deadlines.get("arrive"), ev.get("dispatched_at")
         if isinstance(due, int | float) and isinstance(start, int | float):
             minutes = max(1, round((due - start) / 60))
@@ -388,7 +391,8 @@ class Open311:
 
 
 def _last_note(ev: Mapping[str, Any], action: str) -> str | None:
-    timeline = ev.get("timeline") if isinstance(ev.get("timeline"), list) else []
+    given = ev.get("timeline")
+    timeline = given if isinstance(given, list) else []
     for entry in reversed(timeline):
         if isinstance(entry, dict) and entry.get("action") == action:
             note = entry.get("note")
@@ -416,6 +420,7 @@ async def post_request(request: web.Request) -> web.Response:
     body = _intake(params, state.runtime.policy.categories)
     out = await state.commands.create(p, body, request.headers.get("Idempotency-Key"))
     ev = out.event
+    assert ev is not None  # created, or the caller's duplicate
     return json_response([{"service_request_id": ev["id"], "service_notice":
                            o.service_notice(ev), "account_id": None}],
                          status=201 if out.created else 200)
@@ -430,14 +435,15 @@ def _filters(q: Mapping[str, str], now: float) -> dict[str, Any]:
     if statuses - {"open", "closed"}:
         raise Open311Error(400, "status: must be open, closed or open,closed")
     codes = {c.strip() for c in (q.get("service_code") or "").split(",") if c.strip()}
-    start = validation.timestamp(dict(q), "start_date", "start_date")
-    end = validation.timestamp(dict(q), "end_date", "end_date")
-    if start is None and end is None:
-        end = now
-    if start is None:
-        start = end - WINDOW_S  # type: ignore[operator]
-    elif end is None:
-        end = start + WINDOW_S
+    given_start = validation.timestamp(dict(q), "start_date", "start_date")
+    given_end = validation.timestamp(dict(q), "end_date", "end_date")
+    # neither: the last 90 days; one: 90 days from or to it
+    if given_start is None:
+        end = now if given_end is None else given_end
+        start = end - WINDOW_S
+    else:
+        start = given_start
+        end = start + WINDOW_S if given_end is None else given_end
     if end < start:
         raise Open311Error(400, "end_date: before start_date")
     if end - start > WINDOW_S:

@@ -227,7 +227,7 @@ def transfer_json(tr: Any, tz: tzinfo) -> dict[str, Any] | None:
             "answered_at": iso(tr.get("answered_at"), tz), "answer_note": tr.get("answer_note")}
 
 
-def evidence_json(e: dict[str, Any], tz: tzinfo) -> dict[str, Any]:
+def evidence_json(e: Mapping[str, Any], tz: tzinfo) -> dict[str, Any]:
     """One evidence entry (contract §8): id, sha256, size, type, name, at (taken), actor,
     received_at, and the URL that serves its bytes."""
     sha = e.get("sha256")

@@ -256,9 +256,12 @@ def webhook_covers(source: str | None, region: str | None, departments: Iterable
 class Dataset(Protocol):
     """What the scope rules read from the data set (geo.model.Dataset)."""
 
-    regions: Mapping[str, Any]
-    teams: Mapping[str, Any]
-    units: Mapping[str, Any]
+    @property
+    def regions(self) -> Mapping[str, Any]: ...
+    @property
+    def teams(self) -> Mapping[str, Any]: ...
+    @property
+    def units(self) -> Mapping[str, Any]: ...
 
     def region_path(self, region_id: str) -> list[str]: ...
 

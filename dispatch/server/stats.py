@@ -56,11 +56,11 @@ def clock_stopped_at(ev: Mapping[str, Any]) -> float:
     return float(at) if isinstance(at, int | float) else float("inf")
 
 
-def response_times(events: Iterable[dict[str, Any]], group_by: str, now: float, tz: tzinfo,
+def response_times(events: Iterable[Mapping[str, Any]], group_by: str, now: float, tz: tzinfo,
                    names: Callable[[str, str], str],
                    since: float | None = None, until: float | None = None) -> list[dict[str, Any]]:
     """Groups with counts and p50/p90/max and within-% per stage."""
-    buckets: dict[str, list[dict[str, Any]]] = {}
+    buckets: dict[str, list[Mapping[str, Any]]] = {}
     for ev in events:
         if ev.get("status") == "cancelled" or ev.get("dispatched_at") is None:
             continue
@@ -98,7 +98,7 @@ def response_times(events: Iterable[dict[str, Any]], group_by: str, now: float, 
     return groups
 
 
-def transfers(events: Iterable[dict[str, Any]], departments: dict[str, str],
+def transfers(events: Iterable[Mapping[str, Any]], departments: dict[str, str],
               since: float | None = None, until: float | None = None) -> list[dict[str, Any]]:
     """Per department (contract §8, every configured one, ``departments``: id → name, and
     any other one found): how many transfers it got, accepted, returned, still pending or

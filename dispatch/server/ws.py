@@ -15,12 +15,13 @@ import contextlib
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any
 
 from aiohttp import WSMsgType, web
 
 from dispatch.core.errors import DispatchError
+from dispatch.core.event import Event
 from dispatch.core.records import Record
 from dispatch.runtime import StoreUnavailableError
 from dispatch.server import scope, validation
@@ -74,7 +75,7 @@ def snapshot(state: State, p: Principal, seq: int, narrow: str | None) -> bytes:
     # is busy on at most one open event); everything else reads them all
     bound, unit = scope.region_bound(p, narrow), scope.unit_bound(p)
     if bound is not None:
-        candidates: Iterable[dict[str, Any]] = rt.view.open_events_in(bound)
+        candidates: Iterable[Event] = rt.view.open_events_in(bound)
     elif unit is not None:
         on = rt.view.busy_units().get(unit)
         candidates = [] if on is None else [rt.view.get(on)]
@@ -93,7 +94,7 @@ def snapshot(state: State, p: Principal, seq: int, narrow: str | None) -> bytes:
                    "events": events, "units": units})
 
 
-def _render(state: State, ev: dict[str, Any]) -> dict[str, Any] | None:
+def _render(state: State, ev: Mapping[str, Any]) -> dict[str, Any] | None:
     try:
         return state.render.event(ev)
     except Exception:

@@ -90,7 +90,7 @@ class SharedStore(Store, Protocol):
     lease_s: float
     commits: int
 
-    async def append(self, records: list[Record],  # type: ignore[override]
+    async def append(self, records: list[Record],
                      deadlines: Mapping[str, Sequence[Deadline]] | None = None
                      ) -> list[Record]: ...
 

@@ -46,7 +46,7 @@ import socket
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import orjson
@@ -57,6 +57,7 @@ from redis.backoff import NoBackoff
 from dispatch.core.deadlines import KINDS, Deadline
 from dispatch.core.engine import live_deadlines
 from dispatch.core.errors import ConflictError, StoreTimeoutError
+from dispatch.core.event import Event
 from dispatch.core.lifecycle import STAGES
 from dispatch.core.records import GENESIS, Encoded, Record, chain_pre_encoded, encode_all
 from dispatch.store.base import check_batch
@@ -714,7 +715,8 @@ def _effects(item: _Item) -> dict[str, Sequence[Deadline]]:
     out: dict[str, Sequence[Deadline]] = {}
     for r in item.records:
         try:
-            out[r.event_id] = live_deadlines(r.after)
+            # a record's ``after`` holds every key live_deadlines reads (v1 and v2 alike)
+            out[r.event_id] = live_deadlines(cast(Event, r.after))
         except (KeyError, TypeError, ValueError, AttributeError):
             out[r.event_id] = ()  # not an event the engine made (a store test's record)
     return out

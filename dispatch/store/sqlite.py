@@ -274,7 +274,7 @@ class SqliteStore:
             raise RuntimeError("the store is not open")
         item = _Item(list(records), self._loop.create_future(), encoded=encode_all(records))
         self._enqueue(item)
-        return await self._wait(item)  # type: ignore[no-any-return]
+        return await self._wait(item)
 
     async def read(self, after_seq: int = 0, limit: int | None = None) -> list[Record]:
         return await asyncio.to_thread(self._read, after_seq, limit)
