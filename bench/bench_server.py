@@ -688,7 +688,6 @@ def render_cpu(r: dict[str, Any]) -> str:
     if all(x for _, x in steps):
         ladder = [["intake server", "µs CPU per intake", "× bare"]]
         for what, x in steps:
-            assert x is not None
             ladder.append([what, f"{x['post']:,.0f}",
                            fmt(x["post"] / base["post"] if base["post"] else None, 2)])
         text += ["", "Where the intake's CPU goes, from the same run (each server started "

@@ -551,12 +551,6 @@ def token_file_entry(t: Any, key: str, *,
     return _token_spec_of(entry, key, entry.digest.lower(), departments)
 
 
-def token_spec(t: dict[str, Any], key: str, digest: str, *,
-               departments: Collection[str] | None = None) -> TokenSpec:
-    """Role, scope and name of one token entry (config or token file), validated."""
-    return _token_spec_of(convert(t, TokenScope, key), key, digest, departments)
-
-
 def _token_digest(token: str, key: str) -> str:
     if not token.startswith("sha256:"):
         return hash_token(token)

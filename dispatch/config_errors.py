@@ -41,7 +41,7 @@ def checked(tp: Any, problem: str, *, got: bool = False, **constraints: Any) -> 
 # "Expected `int`, got `str` - at `$.server.port`"; a dict's keys are "[...]" in the path.
 _ERROR = re.compile(r"(?s)(.*?)(?: - at `\$([^`]*)`)?")
 _SEGMENT = re.compile(r"\.([^.\[]+)|\[(\d+)\]|\[\.\.\.\]")
-_MISSING = re.compile(r"Object missing required field `(.*)`")
+MISSING = re.compile(r"Object missing required field `(.*)`")
 _UNKNOWN = re.compile(r"Object contains unknown field `(.*)`")
 _ANY_KEY = "..."
 _FALLBACK = (("Expected `object", "must be a mapping"), ("Expected `array", "must be a list"))
@@ -64,7 +64,7 @@ def _config_error(text: str, data: Any, tp: Any, prefix: str) -> ConfigError:
         cls = _walk(msgspec.inspect.type_info(tp), path)[1]
         problem = getattr(cls, "unknown_key", "unknown key")
         return ConfigError(_dotted(prefix, [*path, unknown.group(1)]), problem)
-    missing = _MISSING.fullmatch(msg)
+    missing = MISSING.fullmatch(msg)
     if missing is not None:
         path = [*path, missing.group(1)]
     return problem_at(data, tp, path, next(
@@ -72,15 +72,22 @@ def _config_error(text: str, data: Any, tp: Any, prefix: str) -> ConfigError:
         msg[:1].lower() + msg[1:]), prefix)
 
 
-def _parse_error(text: str) -> tuple[str, list[str | int]]:
-    """(msgspec's message, its path as segments; ``_ANY_KEY`` for a key of a mapping)."""
+def error_parts(text: str) -> tuple[str, str]:
+    """A ``msgspec.ValidationError``'s text → (its message, its path after ``$``, or "");
+    the request door (server/validation.py) reads them too."""
     m = _ERROR.fullmatch(text)
     assert m is not None  # the pattern matches any text
+    return m.group(1), m.group(2) or ""
+
+
+def _parse_error(text: str) -> tuple[str, list[str | int]]:
+    """(msgspec's message, its path as segments; ``_ANY_KEY`` for a key of a mapping)."""
+    msg, at = error_parts(text)
     path: list[str | int] = [
         s.group(1) if s.group(1) is not None else
         int(s.group(2)) if s.group(2) is not None else _ANY_KEY
-        for s in _SEGMENT.finditer(m.group(2) or "")]
-    return m.group(1), path
+        for s in _SEGMENT.finditer(at)]
+    return msg, path
 
 
 def problem_at(data: Any, tp: Any, path: list[str | int], fallback: str,

@@ -13,7 +13,7 @@ benchmarks lives in ``bench/vector_router.py``, built on ``Router.levels``/``zon
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -238,10 +238,7 @@ class Router:
             made = self._made.get(key)
             if made is None:
                 made = self._made[key] = self._answer(x, y, list(zhits), level, ties, None)
-            expl = dict(made.explanation)
-            expl["point"] = [x, y]
-            return Route(made.team, made.team_level, made.grid,
-                         made.township, made.county, made.city, made.zone, None, expl)
+            return replace(made, explanation={**made.explanation, "point": [x, y]})
         snapped = None
         tw, dist = self.nearest_township(x, y)
         if tw is None or dist > self.snap_m:

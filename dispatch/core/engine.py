@@ -552,7 +552,7 @@ class Engine(EventTable):
             if team is None or level is None:  # not reachable: transfer needs a team
                 raise InvalidActionError(f"the event's team {team!r} is unknown", "team")
             self._dispatch(ev, team, level, t, actor)
-        return {"department": held.get("department"), "answer_s": t - float(held["at"])}
+        return {"department": held["department"], "answer_s": t - float(held["at"])}
 
     def _complete(self, ev: Event, action: str, t: float) -> dict[str, Any] | None:
         stage = lc.STAGE_OF.get(action)

@@ -12,12 +12,11 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 import orjson
 
-if TYPE_CHECKING:
-    from dispatch.core.event import Event
+from dispatch.core.event import Event
 
 GENESIS = ""
 _OPTS = orjson.OPT_SORT_KEYS
@@ -237,7 +236,7 @@ def verify_chain(records: Iterable[Record], prev_hash: str = GENESIS,
 def _keep(record: Record, state: Mapping[str, Any]) -> Event:
     # where stored JSON becomes an ``Event`` (the stateful tests check every one against it)
     object.__setattr__(record, "state", state)  # the in-memory cache field (compare=False)
-    return cast("Event", state)
+    return cast(Event, state)
 
 
 def _rebuilt(record: Record,

@@ -26,7 +26,6 @@ from typing import Any, Protocol
 from dispatch.core.lifecycle import ANSWERS
 from dispatch.view import REGION_KEYS
 
-EVENT_PATH_KEYS = REGION_KEYS  # the region path of an event (dispatch.view)
 ACTING_ROLES = ("operator", "field", "department", "admin")  # roles that act on events
 READING_ROLES = ("operator", "supervisor", "field", "department", "admin")  # read events
 STATS_ROLES = ("operator", "supervisor", "admin")
@@ -66,7 +65,7 @@ def sees_all(p: Principal) -> bool:
 
 def event_in_region(ev: Mapping[str, Any], region: str) -> bool:
     """Whether ``region`` is on the event's region path (the event lies within it)."""
-    return any(ev.get(k) == region for k in EVENT_PATH_KEYS)
+    return any(ev.get(k) == region for k in REGION_KEYS)
 
 
 def region_bound(p: Principal, narrow: str | None = None) -> str | None:
@@ -106,9 +105,8 @@ def transferred_to(ev: Mapping[str, Any]) -> list[str]:
 def holds_transfer(p: Principal, ev: Mapping[str, Any]) -> bool:
     """Whether ``p`` is the department the event is (or was last) transferred to: the only
     one that answers it (the lifecycle then allows it only while ``transferred``)."""
-    tr = ev.get("transfer")
     return (p.role == "department" and p.department is not None
-            and isinstance(tr, Mapping) and tr.get("department") == p.department)
+            and transfer_department(ev) == p.department)
 
 
 def event_actable(p: Principal, ev: Mapping[str, Any]) -> bool:
@@ -200,7 +198,7 @@ def record_audiences(after: Mapping[str, Any], before: Mapping[str, Any] | None
                      ) -> set[Audience]:
     """Every audience a record reaches: ``audience(p)`` is in it iff ``record_visible``."""
     out: set[Audience] = {ALL}
-    out.update(("region", str(after[k])) for k in EVENT_PATH_KEYS if after.get(k))
+    out.update(("region", str(after[k])) for k in REGION_KEYS if after.get(k))
     out.update(("department", d) for d in transferred_to(after))
     for unit in (after.get("unit"), (before or {}).get("unit")):
         if unit:

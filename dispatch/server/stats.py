@@ -122,11 +122,9 @@ def transfers(events: Iterable[Mapping[str, Any]], departments: dict[str, str],
                     rows[dep], answers[dep] = _transfer_row(dep, dep), []
                 rows[dep]["count"] += 1
                 held = (dep, float(at) if isinstance(at, int | float) else 0.0)
-            elif held is not None and action in (PAST["accept"], PAST["return"], PAST["cancel"]):
-                kind = {PAST["accept"]: "accepted", PAST["return"]: "returned"}.get(
-                    action, "cancelled")
-                rows[held[0]][kind] += 1
-                if kind != "cancelled" and isinstance(at, int | float):
+            elif held is not None and action in ENDS_TRANSFER:
+                rows[held[0]][action] += 1  # the row counts each under its record's action
+                if action != PAST["cancel"] and isinstance(at, int | float):
                     answers[held[0]].append(max(0.0, float(at) - held[1]))
                 held = None
         if held is not None:
@@ -136,6 +134,10 @@ def transfers(events: Iterable[Mapping[str, Any]], departments: dict[str, str],
         row["answer"] = {"p50_s": _pct(vals, 0.5), "p90_s": _pct(vals, 0.9),
                          "max_s": round(vals[-1], 3) if vals else None}
     return [rows[d] for d in rows]
+
+
+# the records that end a transfer: the department's two answers, or an operator's cancel
+ENDS_TRANSFER = (PAST["accept"], PAST["return"], PAST["cancel"])
 
 
 def _transfer_row(dep: str, name: str) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from dispatch.config_errors import MISSING, error_parts
 from dispatch.core.event import Point, Report
 from dispatch.core.lifecycle import ACTIONS  # noqa: F401 - the edge's import; defined there
 from dispatch.server.schemas import (
@@ -61,8 +62,6 @@ _LONG_RUN = b"\0" * (MAX_INT_DIGITS + 1)
 
 _DECODE = msgspec.json.Decoder()
 # "Expected `int`, got `str` - at `$.priority`", "Object missing required field `lon` - at …"
-_MSGSPEC_ERROR = re.compile(r"(?s)(.*?)(?: - at `\$([^`]*)`)?")
-_MISSING = re.compile(r"Object missing required field `(.*)`")
 _Model = TypeVar("_Model", bound=msgspec.Struct)
 
 
@@ -300,11 +299,10 @@ def _shape(data: dict[str, Any], model: type[_Model], prefix: str = "") -> _Mode
 
 
 def _field_error(text: str, prefix: str) -> ApiError:
-    m = _MSGSPEC_ERROR.fullmatch(text)
-    assert m is not None  # the pattern matches any text
-    msg, at = m.group(1), (m.group(2) or "").lstrip(".")
+    msg, at = error_parts(text)
+    at = at.lstrip(".")
     path = f"{prefix}.{at}" if prefix and at else (prefix or at)
-    missing = _MISSING.fullmatch(msg)
+    missing = MISSING.fullmatch(msg)
     if missing is not None:
         path = _join(path, missing.group(1))
         return ApiError(422, "invalid_field", f"{path} is required", path)

@@ -42,7 +42,7 @@ from event_check import check_event  # noqa: E402
 from table_routing import OUTSIDE, T1, T2, T3, TEAMS, Z1, TableRouting  # noqa: E402
 
 from dispatch.clock import FakeClock  # noqa: E402
-from dispatch.core.engine import STAGE_DONE, STAGES, Engine  # noqa: E402
+from dispatch.core.engine import STAGE_DONE, STAGES, Engine, Outcome  # noqa: E402
 from dispatch.core.errors import (  # noqa: E402
     IllegalTransitionError,
     InvalidActionError,
@@ -146,21 +146,28 @@ class Lifecycle(RuleBasedStateMachine):
         kind, d = at
         return self.clock.now() + (-d if kind == "late" else d)
 
-    def attempt(self, eid: str, action: str, actor: str, at: float | None,
-                **kw: Any) -> None:
+    def carry_out(self, eid: str, command: Callable[[float], Outcome]) -> bool:
+        """Run one command on ``eid`` at now: refused or a repeat → nothing changed; else one
+        record, kept. True when it made one."""
         before = fingerprint(self.engine)
         try:
-            out = self.engine.act(eid, action, actor, self.clock.now(), at=at, **kw)
+            out = command(self.clock.now())
         except ILLEGAL:
-            assert fingerprint(self.engine) == before, "an illegal action changed the state"
-            return
+            assert fingerprint(self.engine) == before, "an illegal command changed the state"
+            return False
         if out.noop:
             assert out.records == [] and fingerprint(self.engine) == before
-            return
+            return False
         assert len(out.records) == 1 and out.records[0].event_id == eid
         assert out.event == self.engine.get(eid)
         self.keep(out.records)
-        self.sent.append((eid, action, at, actor))
+        return True
+
+    def attempt(self, eid: str, action: str, actor: str, at: float | None,
+                **kw: Any) -> None:
+        if self.carry_out(eid, lambda now: self.engine.act(eid, action, actor, now, at=at,
+                                                           **kw)):
+            self.sent.append((eid, action, at, actor))
 
     # -- rules ------------------------------------------------------------------------------
     @rule(caller=st.sampled_from(list(ACTORS)), where=st.sampled_from(WHERE),
@@ -219,17 +226,8 @@ class Lifecycle(RuleBasedStateMachine):
         eid = self.pick_event(data)
         file = {"sha256": f"{n:064x}", "size": 100 + n, "type": "image/jpeg",
                 "name": f"photo-{n}.jpg"}
-        before = fingerprint(self.engine)
-        try:
-            out = self.engine.attach(eid, file, "op-t1", self.clock.now(),
-                                     at=self.resolve_at(at))
-        except ILLEGAL:
-            assert fingerprint(self.engine) == before, "a refused attach changed the state"
-            return
-        if out.noop:
-            assert out.records == [] and fingerprint(self.engine) == before
-            return
-        self.keep(out.records)
+        taken = self.resolve_at(at)
+        self.carry_out(eid, lambda now: self.engine.attach(eid, file, "op-t1", now, at=taken))
 
     @precondition(lambda self: bool(self.sent))
     @rule(data=st.data())
