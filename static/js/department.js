@@ -6,7 +6,7 @@ import {
   setTimeZone,
 } from './common.js';
 import { t, tOr, onLangChange, pickName } from '../i18n.js';
-import { makeCategoryNamer, statusLabel } from './eventview.js';
+import { allEvents, isOlder, makeCategoryNamer, statusLabel } from './eventview.js';
 
 const PAGE = 'department';
 const S = { me: null, events: new Map(), catName: (id) => id, departments: new Map() };
@@ -47,15 +47,7 @@ function renderWho() {
 
 async function load() {
   try {
-    const out = new Map();
-    let cursor = null;
-    for (let page = 0; page < 10; page++) {
-      const res = await api('events', { query: { limit: 1000, cursor } });
-      for (const e of res.events || []) out.set(e.id, e);
-      cursor = res.next;
-      if (!cursor) break;
-    }
-    S.events = out;
+    S.events = new Map((await allEvents()).map((e) => [e.id, e]));
     render();
   } catch (e) {
     toast(t('error.generic', { msg: e.message }), 'error');
@@ -74,7 +66,7 @@ function onMessage(msg) {
 
 function upsert(e) {
   const prev = S.events.get(e.id);
-  if (prev && typeof prev.seq === 'number' && typeof e.seq === 'number' && e.seq < prev.seq) return;
+  if (isOlder(prev, e)) return;
   S.events.set(e.id, e);
 }
 

@@ -1,12 +1,32 @@
-// Pieces of an event shown by /ops and /supervisor: labels, deadlines, routing, timeline.
+// Pieces of an event shown by the pages: labels, deadlines, routing, timeline, and reading
+// events (all of them, page by page; which copy is newer).
 // Every value from the server goes through text nodes (el / textContent).
-import { el, fmtClock } from './common.js';
+import { el, api, fmtClock } from './common.js';
 import { t, tOr, pickName, pickText } from '../i18n.js';
 import { evidenceChip, entryOf } from './evidence.js';
 
 export const STAGES = ['respond', 'depart', 'arrive'];
 const DONE = { respond: 'responded_at', depart: 'departed_at', arrive: 'arrived_at' };
 export const STATE_ORDER = { escalated: 4, breached: 3, warning: 2, on_time: 1, closed: 0 };
+
+// A copy of an event older than the one held (a push or an answer that arrived late).
+export function isOlder(prev, e) {
+  return !!prev && typeof prev.seq === 'number' && typeof e.seq === 'number' && e.seq < prev.seq;
+}
+
+// Every event the caller reads that matches ``query`` (GET /events, page by page; at most
+// 10,000, newest first).
+export async function allEvents(query = {}) {
+  const out = [];
+  let cursor = null;
+  for (let page = 0; page < 10; page++) {
+    const res = await api('events', { query: { ...query, limit: 1000, cursor } });
+    out.push(...(res.events || []));
+    cursor = res.next;
+    if (!cursor) break;
+  }
+  return out;
+}
 
 export function stateLabel(s) { return tOr(`state.${s}`, s || ''); }
 export function statusLabel(s) { return tOr(`status.${s}`, s || ''); }

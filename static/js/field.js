@@ -8,7 +8,7 @@ import {
 import { t, onLangChange, pickName, pickText, applyStatic } from '../i18n.js';
 import { projector, tileLayer, haversine } from './geo.js';
 import {
-  makeCategoryNamer, stateBadge, statusLabel, stageLabel, sourceLabel, actionLabel,
+  isOlder, makeCategoryNamer, stateBadge, statusLabel, stageLabel, sourceLabel, actionLabel,
 } from './eventview.js';
 import { ACCEPT, evidenceStrip, refusal, uploadEvidence, blobBox } from './evidence.js';
 
@@ -216,7 +216,7 @@ function mine(e) { return e && e.unit === S.me.unit && OPEN.has(e.status); }
 
 function upsert(e, msg) {
   const prev = S.events.get(e.id);
-  if (prev && typeof prev.seq === 'number' && typeof e.seq === 'number' && e.seq < prev.seq) return;
+  if (isOlder(prev, e)) return;
   const isNew = !prev && mine(e);
   if (mine(e)) S.events.set(e.id, e); else S.events.delete(e.id);
   if (isNew && msg && msg.type !== 'snapshot') {

@@ -8,7 +8,7 @@ import { ACCEPT, evidenceStrip, refusal, uploadEvidence } from './evidence.js';
 import { t, tOr, onLangChange, pickName, pickText, applyStatic } from '../i18n.js';
 import { projector, tileLayer } from './geo.js';
 import {
-  STATE_ORDER, makeCategoryNamer, stateBadge, stateLabel, statusLabel, stageLabel, tierLabel,
+  STATE_ORDER, isOlder, makeCategoryNamer, stateBadge, stateLabel, statusLabel, stageLabel, tierLabel,
   sourceLabel, deadlinesBlock, routingBlock, timelineBlock,
 } from './eventview.js';
 
@@ -341,7 +341,7 @@ function isOpen(e) { return e && e.timer_state !== 'closed' && e.status !== 'res
 
 function upsertEvent(e, msg) {
   const prev = S.events.get(e.id);
-  if (prev && typeof prev.seq === 'number' && typeof e.seq === 'number' && e.seq < prev.seq) return;
+  if (isOlder(prev, e)) return;
   if (isOpen(e)) S.events.set(e.id, e); else S.events.delete(e.id);
   drawEvent(e);
   if (msg.type === 'timer.breached' || (msg.type === 'event.escalated' && !prev)) {

@@ -6,7 +6,7 @@ import {
 } from './common.js';
 import { t, tOr, onLangChange, pickName, applyStatic } from '../i18n.js';
 import {
-  STAGES, makeCategoryNamer, stateBadge, statusLabel, stageLabel, tierLabel, deadlinesBlock,
+  STAGES, allEvents, makeCategoryNamer, stateBadge, statusLabel, stageLabel, tierLabel, deadlinesBlock,
   routingBlock, timelineBlock,
 } from './eventview.js';
 
@@ -146,8 +146,8 @@ async function query() {
     const [groups, days, breaches, events] = await Promise.all([
       api('stats/response-times', { query: { ...q, group_by: S.groupBy } }),
       S.groupBy === 'day' ? null : api('stats/response-times', { query: { ...q, group_by: 'day' } }),
-      eventList({ ...q, breached: 'true' }),
-      eventList(q),
+      allEvents({ ...q, breached: 'true' }),
+      allEvents(q),
     ]);
     S.groups = groups.groups || [];
     S.transfers = groups.transfers || [];
@@ -160,18 +160,6 @@ async function query() {
   } finally {
     document.body.classList.remove('busy');
   }
-}
-
-async function eventList(q) {
-  const out = [];
-  let cursor = null;
-  for (let page = 0; page < 10; page++) {
-    const res = await api('events', { query: { ...q, limit: 1000, cursor } });
-    out.push(...(res.events || []));
-    cursor = res.next;
-    if (!cursor) break;
-  }
-  return out;
 }
 
 async function exportAs(format) {
