@@ -6,7 +6,9 @@ import {
   setTimeZone,
 } from './common.js';
 import { t, tOr, onLangChange, pickName } from '../i18n.js';
-import { allEvents, isOlder, makeCategoryNamer, statusLabel } from './eventview.js';
+import {
+  allEvents, isOlder, makeCategoryNamer, statusLabel, transferAnswer,
+} from './eventview.js';
 
 const PAGE = 'department';
 const S = { me: null, events: new Map(), catName: (id) => id, departments: new Map() };
@@ -94,7 +96,6 @@ function item(e, open) {
   });
   note.dataset.event = e.id;
   if (prev) note.value = prev.value;
-  const answer = tr.answer ? tOr(`transfer.answer.${tr.answer}`, tr.answer) : t('transfer.answer.pending');
   return el('li', { class: `dept-item${open ? '' : ' answered'}`, 'data-id': e.id, 'data-status': e.status },
     el('div', { class: 'head' },
       el('strong', {}, S.catName(e.category)),
@@ -108,9 +109,7 @@ function item(e, open) {
       el('dt', {}, t('dept.col.place')), el('dd', { class: 'mono' },
         e.location ? `${Number(e.location.lon).toFixed(5)}, ${Number(e.location.lat).toFixed(5)}` : ''),
       open ? null : el('dt', {}, t('dept.col.answer')),
-      open ? null : el('dd', { class: 'answer-text' }, answer,
-        tr.answered_at ? ` · ${fmtClock(tr.answered_at, true)}` : '',
-        tr.answer_note ? ` · ${String(tr.answer_note)}` : '')),
+      open ? null : el('dd', { class: 'answer-text' }, transferAnswer(tr))),
     open ? el('div', { class: 'answer' },
       note,
       el('button', { type: 'button', class: 'btn primary do-accept', onclick: () => answerIt(e.id, 'accept', note) }, t('action.accept')),

@@ -14,6 +14,15 @@ export function isOlder(prev, e) {
   return !!prev && typeof prev.seq === 'number' && typeof e.seq === 'number' && e.seq < prev.seq;
 }
 
+// A transfer's answer (移送, contract §8): accepted, returned or pending; when; the note.
+export function transferAnswer(tr) {
+  return [
+    tr.answer ? tOr(`transfer.answer.${tr.answer}`, tr.answer) : t('transfer.answer.pending'),
+    tr.answered_at ? ` · ${fmtClock(tr.answered_at, true)}` : '',
+    tr.answer_note ? ` · ${String(tr.answer_note)}` : '',
+  ];
+}
+
 // Every event the caller reads that matches ``query`` (GET /events, page by page; at most
 // 10,000, newest first).
 export async function allEvents(query = {}) {

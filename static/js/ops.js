@@ -8,7 +8,7 @@ import { ACCEPT, evidenceStrip, refusal, uploadEvidence } from './evidence.js';
 import { t, tOr, onLangChange, pickName, pickText, applyStatic } from '../i18n.js';
 import { projector, tileLayer } from './geo.js';
 import {
-  STATE_ORDER, isOlder, makeCategoryNamer, stateBadge, stateLabel, statusLabel, stageLabel, tierLabel,
+  STATE_ORDER, isOlder, transferAnswer, makeCategoryNamer, stateBadge, stateLabel, statusLabel, stageLabel, tierLabel,
   sourceLabel, deadlinesBlock, routingBlock, timelineBlock,
 } from './eventview.js';
 
@@ -820,14 +820,11 @@ function transferRow(e, note, act) {
 
 function transferBlock(e) {
   const tr = e.transfer;
-  const answer = tr.answer ? tOr(`transfer.answer.${tr.answer}`, tr.answer) : t('transfer.answer.pending');
   return el('dl', { class: 'kv', id: 'detail-transfer' },
     el('dt', {}, t('ops.transfer.department')), el('dd', { 'data-department': tr.department }, departmentName(tr.department)),
     el('dt', {}, t('ops.transfer.at')), el('dd', {}, fmtClock(tr.at, true)),
     el('dt', {}, t('ops.transfer.note')), el('dd', {}, tr.note ? String(tr.note) : ''),
-    el('dt', {}, t('ops.transfer.answer')), el('dd', { id: 'transfer-answer' }, answer,
-      tr.answered_at ? ` · ${fmtClock(tr.answered_at, true)}` : '',
-      tr.answer_note ? ` · ${String(tr.answer_note)}` : ''));
+    el('dt', {}, t('ops.transfer.answer')), el('dd', { id: 'transfer-answer' }, transferAnswer(tr)));
 }
 
 function levelRank(l) { return { township: 0, county: 1, city: 2 }[l] ?? 3; }
